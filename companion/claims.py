@@ -190,7 +190,7 @@ def load_records(folder: str | os.PathLike) -> list[ClaimRecord]:
     if not path.is_dir():
         raise ValueError(f"claims folder {str(path)!r} does not exist")
     out: list[ClaimRecord] = []
-    for file in sorted(path.glob("*.jsonl")):
+    for file in sorted(path.rglob("*.jsonl")):
         for line in file.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 out.append(ClaimRecord(**json.loads(line)))

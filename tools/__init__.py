@@ -1,0 +1,1 @@
+"""Build and test tooling of the course (not part of the installed package)."""
