@@ -90,8 +90,24 @@ def stage(mode: str) -> None:
         executed = executed_path(doc, mode)
         if not executed.is_file():
             raise FileNotFoundError(f"no executed copy of {doc.relative_to(ROOT)} at {executed}")
-        shutil.copy2(executed, STAGE / doc.relative_to(ROOT))
+        _stage_notebook(executed, STAGE / doc.relative_to(ROOT))
     write_offline_assets(STAGE / "_offline")
+
+
+def _stage_notebook(executed: Path, target: Path) -> None:
+    """Copy an executed notebook into the stage, hiding the cell papermill injected.
+
+    The parameters a run used are visible in the chapter's own parameters cell and
+    in every claim check's mode; the injected override would only confuse readers.
+    """
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    nbformat.write(nb, target)
 
 
 def build() -> None:
