@@ -48,5 +48,8 @@ serve:
 bench: setup
 	$(BIN)/python benchmarks/run.py
 
+bench-tiny: setup
+	$(BIN)/python benchmarks/run.py --tiny
+
 clean:
 	rm -rf _build

@@ -11,6 +11,17 @@ Four ways to tell a transformer where its tokens are:
 * :class:`RelativePositionBias` - a learned bias per bucketed relative offset
   (Shaw et al. 2018; T5).
 
+Length generalization (chapter P2): :func:`randomized_positions` and
+:func:`bilevel_positions` make position ids that stay in distribution on
+longer sequences; :func:`run_length_generalization` trains on short
+sequences and tests on long ones.
+
+Coordinates (chapter P3): :func:`fourier_features` (random or axis-aligned
+Fourier features; ``learnable=True`` gives a :class:`FourierFeatures`
+module), :func:`gaussian_basis_features` (shifted Gaussian bumps), and the
+coordinate network :class:`CoordinateMLP` (ReLU, sine or SPDER units) with
+:func:`fit_coordinates`.
+
 Example
 -------
 >>> import numpy as np
@@ -21,6 +32,29 @@ Example
 """
 
 from .alibi import alibi_attention_scores, alibi_bias, alibi_slopes
+from .fourier import (
+    ACTIVATIONS,
+    FOURIER_KINDS,
+    CoordinateMLP,
+    FitHistory,
+    FourierFeatures,
+    fit_coordinates,
+    fourier_features,
+    fourier_frequencies,
+    gaussian_basis_centers,
+    gaussian_basis_features,
+    predict_coordinates,
+    spder_activation,
+)
+from .length import (
+    LENGTH_ENCODINGS,
+    LengthGeneralizationResult,
+    bilevel_positions,
+    evaluate_lengths,
+    randomized_positions,
+    run_length_generalization,
+    segments_from_separators,
+)
 from .relative import RelativePositionBias, relative_position_bucket
 from .rope import LAYOUTS, rope_angles, rope_apply, rope_apply_torch
 from .sinusoidal import sinusoidal_table
@@ -36,4 +70,24 @@ __all__ = [
     "alibi_attention_scores",
     "relative_position_bucket",
     "RelativePositionBias",
+    "randomized_positions",
+    "bilevel_positions",
+    "segments_from_separators",
+    "LENGTH_ENCODINGS",
+    "LengthGeneralizationResult",
+    "evaluate_lengths",
+    "run_length_generalization",
+    # coordinates (chapter P3)
+    "FOURIER_KINDS",
+    "ACTIVATIONS",
+    "fourier_frequencies",
+    "fourier_features",
+    "FourierFeatures",
+    "gaussian_basis_centers",
+    "gaussian_basis_features",
+    "spder_activation",
+    "CoordinateMLP",
+    "FitHistory",
+    "fit_coordinates",
+    "predict_coordinates",
 ]

@@ -149,33 +149,58 @@ def _kernel_dtype(dtype) -> np.dtype:
 
 # ------------------------------------------------------------ numba kernel
 @numba.njit(cache=True)
-def _alibi_scores_kernel(q, k, slopes, scale, causal, out):  # pragma: no cover - jitted
-    n_batch, n_heads, q_len, d = q.shape
+def _alibi_one_head(q, k, bh, slopes, scale, causal, out):  # pragma: no cover - jitted
+    """Scores of one (batch, head) pair; the bias is added on the fly, masked products skipped."""
+    n_heads, q_len, d = q.shape[1], q.shape[2], q.shape[3]
     k_len = k.shape[2]
+    b = np.int64(bh) // n_heads
+    h = np.int64(bh) - b * n_heads
     offset = k_len - q_len
-    k_t = np.empty((d, k_len), dtype=q.dtype)  # one head's keys, transposed: inner loop runs over keys
-    acc = np.empty(k_len, dtype=q.dtype)
-    for b in range(n_batch):
-        for h in range(n_heads):
-            for j in range(k_len):
-                for t in range(d):
-                    k_t[t, j] = k[b, h, j, t]
-            slope = slopes[h]
-            for i in range(q_len):
-                pos = i + offset
-                visible = min(pos + 1, k_len) if causal else k_len
-                if visible < 0:
-                    visible = 0
-                for j in range(visible):
-                    acc[j] = 0.0
-                for t in range(d):
-                    q_it = q[b, h, i, t]
-                    for j in range(visible):
-                        acc[j] += q_it * k_t[t, j]
-                for j in range(visible):
-                    out[b, h, i, j] = acc[j] * scale - slope * abs(pos - j)
-                for j in range(visible, k_len):
-                    out[b, h, i, j] = -np.inf
+    k_t = np.empty((d, k_len), dtype=q.dtype)  # this head's keys, transposed: inner loop runs over keys
+    acc = np.empty((4, k_len), dtype=q.dtype)  # accumulators of four query rows
+    for j in range(k_len):
+        for t in range(d):
+            k_t[t, j] = k[b, h, j, t]
+    slope = slopes[h]
+    # Four query rows share each pass over the keys: every key value loaded feeds
+    # four multiply-adds instead of one (the loop is bound by loads, not FLOPs).
+    for i0 in range(0, q_len, 4):
+        rows = min(4, q_len - i0)
+        last = i0 + rows - 1 + offset
+        visible = min(last + 1, k_len) if causal else k_len
+        if visible < 0:
+            visible = 0
+        for r in range(4):
+            for j in range(visible):
+                acc[r, j] = 0.0
+        for t in range(d):
+            q0 = q[b, h, i0, t]
+            # rows past the end of the block reuse the last row; their sums are never written
+            q1 = q[b, h, min(i0 + 1, q_len - 1), t]
+            q2 = q[b, h, min(i0 + 2, q_len - 1), t]
+            q3 = q[b, h, min(i0 + 3, q_len - 1), t]
+            for j in range(visible):
+                kv = k_t[t, j]
+                acc[0, j] += q0 * kv
+                acc[1, j] += q1 * kv
+                acc[2, j] += q2 * kv
+                acc[3, j] += q3 * kv
+        for r in range(rows):
+            pos = i0 + r + offset
+            row_visible = min(pos + 1, k_len) if causal else k_len
+            if row_visible < 0:
+                row_visible = 0
+            for j in range(row_visible):
+                out[b, h, i0 + r, j] = acc[r, j] * scale - slope * abs(pos - j)
+            for j in range(row_visible, k_len):
+                out[b, h, i0 + r, j] = -np.inf
+
+
+@numba.njit(cache=True, parallel=True)
+def _alibi_scores_kernel(q, k, slopes, scale, causal, out):  # pragma: no cover - jitted
+    n_bh = q.shape[0] * q.shape[1]
+    for bh in numba.prange(n_bh):  # (batch, head) pairs in parallel, each with private buffers
+        _alibi_one_head(q, k, bh, slopes, scale, causal, out)
 
 
 def _alibi_scores_numba(q, k, slopes, scale, causal):

@@ -48,8 +48,8 @@ def _as_array(value: Any) -> Any:
     return value
 
 
-def _check_x(x: Any) -> str:
-    kind = check_array(x, "x", min_ndim=2, dtype_kind="f")
+def _check_x(x: Any, *, finite: bool = True) -> str:
+    kind = check_array(x, "x", min_ndim=2, dtype_kind="f", finite=finite)
     dim = x.shape[-1]
     if dim % 2:
         raise ValueError(f"x must have an even last dimension (dim = 2 * pairs); got shape {tuple(x.shape)}")
@@ -175,17 +175,31 @@ def _kernel_dtype(dtype) -> np.dtype:
 
 # ------------------------------------------------------------ numba kernel
 @numba.njit(cache=True)
-def _rope_rows_numba(x, cos_t, sin_t, lead_shape, pos_strides, interleaved, out):  # pragma: no cover - jitted
+def _table_row(r, lead_shape, pos_strides, nd):  # pragma: no cover - jitted
+    """Row of the cos/sin table that flattened row ``r`` of ``x`` uses (stride arithmetic)."""
+    rem = np.int64(r)  # prange indices may be unsigned; mixing with int64 would give floats
+    t = np.int64(0)
+    for k in range(nd - 1, -1, -1):
+        n = lead_shape[k]
+        t += (rem % n) * pos_strides[k]
+        rem //= n
+    return t
+
+
+@numba.njit(cache=True, parallel=True)
+def _rope_rows_numba(x, cos_t, sin_t, lead_shape, pos_strides, interleaved, out, bad):  # pragma: no cover - jitted
+    """Rotate every row of ``x`` (rows, dim) into ``out``; ``bad[r] = 1`` when row ``r`` holds NaN/inf.
+
+    The finiteness check rides along the single pass over ``x`` (``z != z`` is
+    true only for NaN, and ``a * 0`` is NaN for NaN and inf), so validating costs
+    no extra read of the input.
+    """
     n_rows, dim = x.shape
     half = dim // 2
     nd = lead_shape.shape[0]
-    for r in range(n_rows):
-        rem = r
-        t = 0
-        for k in range(nd - 1, -1, -1):
-            n = lead_shape[k]
-            t += (rem % n) * pos_strides[k]
-            rem //= n
+    for r in numba.prange(n_rows):
+        t = _table_row(r, lead_shape, pos_strides, nd)
+        flag = False
         if interleaved:
             for j in range(half):
                 a = x[r, 2 * j]
@@ -194,6 +208,8 @@ def _rope_rows_numba(x, cos_t, sin_t, lead_shape, pos_strides, interleaved, out)
                 s = sin_t[t, j]
                 out[r, 2 * j] = a * c - b * s
                 out[r, 2 * j + 1] = b * c + a * s
+                z = a * 0 + b * 0
+                flag |= z != z
         else:
             for j in range(half):
                 a = x[r, j]
@@ -202,18 +218,47 @@ def _rope_rows_numba(x, cos_t, sin_t, lead_shape, pos_strides, interleaved, out)
                 s = sin_t[t, j]
                 out[r, j] = a * c - b * s
                 out[r, j + half] = b * c + a * s
+                z = a * 0 + b * 0
+                flag |= z != z
+        bad[r] = flag
+
+
+_TABLE_CACHE: dict = {}
+
+
+def _cos_sin_table(pos: np.ndarray, inv_freq: np.ndarray, dtype, default: bool):
+    """cos/sin of ``pos * inv_freq`` (distinct positions, half) in ``dtype``.
+
+    Tables for the default positions ``0..seq-1`` are cached (a handful of
+    entries): models call RoPE with the same length over and over. The cached
+    arrays are read-only.
+    """
+    key = (len(pos), inv_freq.tobytes(), np.dtype(dtype).str)
+    if default and key in _TABLE_CACHE:
+        return _TABLE_CACHE[key]
+    angles = pos[:, None] * inv_freq[None, :]  # (distinct positions, half)
+    cos_t = np.cos(angles).astype(dtype)
+    sin_t = np.sin(angles).astype(dtype)
+    if default:
+        cos_t.setflags(write=False)
+        sin_t.setflags(write=False)
+        if len(_TABLE_CACHE) >= 16:
+            _TABLE_CACHE.pop(next(iter(_TABLE_CACHE)))
+        _TABLE_CACHE[key] = (cos_t, sin_t)
+    return cos_t, sin_t
 
 
 def _rope_numba(x: np.ndarray, positions, inv_freq: np.ndarray, interleaved: bool) -> np.ndarray:
     lead = tuple(x.shape[:-1])
     dtype = _kernel_dtype(x.dtype)
     pos, strides = _compact_positions(np, None if positions is None else to_numpy(positions), lead)
-    angles = pos[:, None] * inv_freq[None, :]  # (distinct positions, half)
-    cos_t = np.cos(angles).astype(dtype)
-    sin_t = np.sin(angles).astype(dtype)
+    cos_t, sin_t = _cos_sin_table(pos, inv_freq, dtype, default=positions is None)
     x2 = np.ascontiguousarray(x, dtype=dtype).reshape(-1, x.shape[-1])  # (rows, dim)
     out = np.empty_like(x2)
-    _rope_rows_numba(x2, cos_t, sin_t, np.asarray(lead, dtype=np.int64), strides, bool(interleaved), out)
+    bad = np.zeros(x2.shape[0], dtype=np.bool_)
+    _rope_rows_numba(x2, cos_t, sin_t, np.asarray(lead, dtype=np.int64), strides, bool(interleaved), out, bad)
+    if bad.any():
+        raise ValueError("x must contain only finite values; found NaN or infinity")
     return out.reshape(x.shape).astype(x.dtype, copy=False)
 
 
@@ -409,11 +454,13 @@ def rope_apply(
     >>> bool(np.allclose(np.linalg.norm(y, axis=-1), np.linalg.norm(x, axis=-1), atol=1e-5))
     True
     """
-    kind = _check_x(x)
+    kind = _check_x(x, finite=False)
     positions = _check_positions(positions, tuple(x.shape))
     base, interleaved = _check_options(base, layout)
     inv_freq = _inverse_frequencies(x.shape[-1], base)
     name, kernel = dispatch(_KERNELS, backend, x)
+    if name != "numba":  # the numba kernel checks finiteness during its single pass
+        check_array(x, "x", min_ndim=2, dtype_kind="f")
     if kind == "torch":
         import torch
 
@@ -422,6 +469,8 @@ def rope_apply(
         # a CUDA tensor without CuPy stays on its GPU rather than taking a round trip through the host
         gpu_without_cupy = x.device.type == "cuda" and name != "cupy" and backend in (None, "auto")
         if needs_grad or odd_dtype or gpu_without_cupy:
+            if name == "numba":
+                check_array(x, "x", min_ndim=2, dtype_kind="f")
             return _rope_torch(x, positions, inv_freq, interleaved)
     xb = for_backend(x, name)
     pb = None if positions is None else for_backend(positions, name)
