@@ -60,6 +60,17 @@ def execute_chapters(chapters: list[Path], *, smoke: bool, jobs: int) -> dict[st
     return timings
 
 
+def _drop_stale_records(mode: str, chapters: list[Path]) -> None:
+    """Keep only claim records of chapters in the table of contents (a notebook run by hand leaves its own)."""
+    folder = claims_dir(mode)
+    if not folder.is_dir():
+        return
+    keep = {c.stem for c in chapters}
+    for sub in folder.iterdir():
+        if sub.is_dir() and sub.name not in keep:
+            shutil.rmtree(sub)
+
+
 def execute_back_matter(notebooks: list[Path], *, mode: str) -> None:
     for nb in notebooks:
         params = {"CLAIMS_DIR": str(claims_dir(mode)), "MODE": mode, "REQUIRE_RECORDS": True}
@@ -141,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(claims_dir(args.mode), ignore_errors=True)
         print(f"Executing {len(chapters)} chapter(s) in {args.mode} mode with {args.jobs} worker(s)", flush=True)
         execute_chapters(chapters, smoke=smoke, jobs=args.jobs)
+    _drop_stale_records(args.mode, chapters)
     print("Executing back matter", flush=True)
     execute_back_matter(other_notebooks(), mode=args.mode)
     print("Staging and building the site (strict)", flush=True)
