@@ -16,6 +16,19 @@ from .algorithmic import (
     prompt_answer_batch,
     sort_task,
 )
+from .graphs import (
+    CSL_SKIPS,
+    circular_skip_link_graph,
+    complete_graph,
+    csl_dataset,
+    cycle_graph,
+    from_edges,
+    path_graph,
+    permute_graph,
+    rook_graph,
+    shrikhande_graph,
+    star_graph,
+)
 from .images import detail_image, digits_image, image_coordinates, psnr
 from .sequences import (
     IGNORE_INDEX,
@@ -52,4 +65,37 @@ __all__ = [
     "digits_image",
     "image_coordinates",
     "psnr",
+]
+
+# graph families for curvature encodings (chapter P5)
+from .graph_families import (
+    balanced_tree_graph,
+    clustering_classification_dataset,
+    grid_graph,
+    random_regular_graph,
+    rewire_edges,
+    ring_of_cliques_graph,
+    watts_strogatz_graph,
+)
+
+__all__ += [
+    "balanced_tree_graph",
+    "clustering_classification_dataset",
+    "grid_graph",
+    "random_regular_graph",
+    "rewire_edges",
+    "ring_of_cliques_graph",
+    "watts_strogatz_graph",
+    # graphs (chapter P4)
+    "CSL_SKIPS",
+    "from_edges",
+    "cycle_graph",
+    "path_graph",
+    "complete_graph",
+    "star_graph",
+    "circular_skip_link_graph",
+    "csl_dataset",
+    "shrikhande_graph",
+    "rook_graph",
+    "permute_graph",
 ]

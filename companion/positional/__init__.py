@@ -16,6 +16,10 @@ Length generalization (chapter P2): :func:`randomized_positions` and
 longer sequences; :func:`run_length_generalization` trains on short
 sequences and tests on long ones.
 
+Graphs (chapter P4): :func:`laplacian_pe`, :func:`random_walk_pe`,
+:func:`random_feature_propagation`, :func:`ego_edge_encoding`, :func:`wl_colors`
+and the message-passing classifier :class:`SimpleMPNN`.
+
 Coordinates (chapter P3): :func:`fourier_features` (random or axis-aligned
 Fourier features; ``learnable=True`` gives a :class:`FourierFeatures`
 module), :func:`gaussian_basis_features` (shifted Gaussian bumps), and the
@@ -55,6 +59,23 @@ from .length import (
     run_length_generalization,
     segments_from_separators,
 )
+from .graph import (
+    DENSE_EIGH_MAX_NODES,
+    EGO_EDGE_FEATURES,
+    GraphFitHistory,
+    SimpleMPNN,
+    as_adjacency,
+    ego_balls,
+    ego_edge_encoding,
+    fit_graph_classifier,
+    graph_batch,
+    laplacian,
+    laplacian_pe,
+    random_feature_propagation,
+    random_sign_flip,
+    random_walk_pe,
+    wl_colors,
+)
 from .relative import RelativePositionBias, relative_position_bucket
 from .rope import LAYOUTS, rope_angles, rope_apply, rope_apply_torch
 from .sinusoidal import sinusoidal_table
@@ -90,4 +111,37 @@ __all__ = [
     "FitHistory",
     "fit_coordinates",
     "predict_coordinates",
+]
+
+# curvature structural encodings (chapter P5)
+from .curvature import (
+    LCP_COLUMNS,
+    METHODS as CURVATURE_METHODS,
+    curvature_edges,
+    local_curvature_profile,
+    ollivier_ricci_curvature,
+)
+
+__all__ += [
+    "LCP_COLUMNS",
+    "CURVATURE_METHODS",
+    "curvature_edges",
+    "local_curvature_profile",
+    "ollivier_ricci_curvature",
+    # graphs (chapter P4)
+    "as_adjacency",
+    "laplacian",
+    "laplacian_pe",
+    "random_sign_flip",
+    "random_walk_pe",
+    "random_feature_propagation",
+    "DENSE_EIGH_MAX_NODES",
+    "EGO_EDGE_FEATURES",
+    "ego_balls",
+    "ego_edge_encoding",
+    "wl_colors",
+    "SimpleMPNN",
+    "graph_batch",
+    "fit_graph_classifier",
+    "GraphFitHistory",
 ]

@@ -7,7 +7,11 @@ a ``# tags: a, b`` first line sets cell tags. The notebook is generated from thi
 file with the same cell format as chapter P1.
 """
 
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from percent import build, write  # noqa: E402,F401  (build is used by the guard test)
 
 SOURCE = r'''
 # %%
@@ -631,37 +635,5 @@ for F in (8, 128):
 '''
 
 
-def build(source: str) -> "nbformat.NotebookNode":
-    """Split ``source`` at the percent markers into notebook cells (same format as chapter P1)."""
-    import nbformat
-    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-    cells = []
-    for chunk in source.strip().split("# %%")[1:]:
-        header, _, body = chunk.partition("\n")
-        is_md = header.strip() == "[markdown]"
-        lines = body.strip("\n").splitlines()
-        tags = []
-        if lines and lines[0].startswith("# tags:"):
-            tags = [t.strip() for t in lines[0][len("# tags:"):].split(",") if t.strip()]
-            lines = lines[1:]
-        if is_md:
-            text = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in lines)
-            cell = new_markdown_cell(text)
-        else:
-            cell = new_code_cell("\n".join(lines))
-        if tags:
-            cell.metadata["tags"] = tags
-        cells.append(cell)
-    nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    return nb
-
-
 if __name__ == "__main__":
-    import nbformat
-
-    out = Path(__file__).resolve().parents[2] / "book" / "positional" / "p3_fourier_features.ipynb"
-    nbformat.write(build(SOURCE), out)
-    print(f"wrote {out}")
+    write(SOURCE, "book/positional/p3_fourier_features.ipynb")

@@ -1,0 +1,302 @@
+"""Tests of companion.positional.graph*: encodings against closed forms, backends, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from scipy.special import comb
+
+from companion import backend
+from companion.data import (
+    circular_skip_link_graph,
+    complete_graph,
+    csl_dataset,
+    cycle_graph,
+    from_edges,
+    path_graph,
+    permute_graph,
+    rook_graph,
+    shrikhande_graph,
+    star_graph,
+)
+from companion.positional import (
+    SimpleMPNN,
+    as_adjacency,
+    ego_edge_encoding,
+    fit_graph_classifier,
+    graph_batch,
+    laplacian,
+    laplacian_pe,
+    random_feature_propagation,
+    random_sign_flip,
+    random_walk_pe,
+    wl_colors,
+)
+from companion.positional import graph_pe
+
+NO_GPU = "needs CuPy and a CUDA device; none is usable here"
+GPU = [pytest.mark.gpu, pytest.mark.skipif(not backend.cupy_available(), reason=NO_GPU)]
+BACKENDS = ["numpy", "numba", pytest.param("cupy", marks=GPU)]
+
+
+def _random_graph(rng, n, p):
+    upper = np.triu(rng.random((n, n)) < p, k=1)
+    r, c = np.nonzero(upper)
+    return from_edges(n, r, c)
+
+
+def _dense_return_probabilities(a, k):
+    """Independent reference: dense matrix powers."""
+    a = a.toarray()
+    deg = a.sum(1)
+    p = np.divide(a, deg[:, None], out=np.zeros_like(a), where=deg[:, None] > 0)
+    out, pt = [], np.eye(len(a))
+    for _ in range(k):
+        pt = pt @ p
+        out.append(np.diag(pt).copy())
+    return np.stack(out, 1)
+
+
+# ------------------------------------------------------------- graph input
+def test_edge_index_is_symmetrised_and_loops_dropped():
+    once = np.array([[0, 1, 2, 2], [1, 2, 0, 2]])  # each edge once, plus a self-loop on 2
+    a, kind = as_adjacency(once)
+    assert kind == "numpy" and (a != cycle_graph(3)).nnz == 0
+    both = np.concatenate([once, once[::-1]], axis=1)
+    assert (as_adjacency(both)[0] != a).nnz == 0
+
+
+def test_sparse_self_loops_and_weights_ignored():
+    a = cycle_graph(5).tolil()
+    a[0, 0] = 3.0
+    a[1, 2] = a[2, 1] = 7.0
+    clean, _ = as_adjacency(a.tocsr())
+    assert (clean != cycle_graph(5)).nnz == 0
+
+
+def test_isolated_nodes_with_n_nodes():
+    a, _ = as_adjacency(np.array([[0], [1]]), n_nodes=4)
+    assert a.shape == (4, 4) and a.nnz == 2
+    pe = random_walk_pe(np.array([[0], [1]]), 3, n_nodes=4)
+    np.testing.assert_allclose(pe[2:], 0.0)  # an isolated node's walk stops
+    np.testing.assert_allclose(pe[0], [0.0, 1.0, 0.0])
+
+
+def test_bad_graph_inputs():
+    directed = sp.csr_matrix(np.array([[0, 1], [0, 0]], dtype=float))
+    with pytest.raises(ValueError, match="must be symmetric"):
+        laplacian_pe(directed, 1)
+    with pytest.raises(ValueError, match="square"):
+        random_walk_pe(sp.csr_matrix(np.ones((2, 3))), 1)
+    with pytest.raises(ValueError, match=r"shape \(2, E\)"):
+        random_walk_pe(np.zeros((3, 4), dtype=np.int64), 1)
+    with pytest.raises(TypeError, match="integer"):
+        random_walk_pe(np.zeros((2, 4)), 1)
+    with pytest.raises(ValueError, match=">= 0"):
+        random_walk_pe(np.array([[0, -1], [1, 2]]), 1)
+    with pytest.raises(ValueError, match="n_nodes = 2"):
+        random_walk_pe(np.array([[0, 5], [1, 2]]), 1, n_nodes=2)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        random_walk_pe(cycle_graph(4), 0)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        random_walk_pe(cycle_graph(4), 2, backend="fortran")
+
+
+# ------------------------------------------------------------ random walks
+@pytest.mark.parametrize("name", BACKENDS)
+def test_random_walk_backends_match_dense_reference(name):
+    rng = np.random.default_rng(1)
+    for n, p in [(30, 0.1), (57, 0.05), (12, 0.5)]:
+        a = _random_graph(rng, n, p)  # may hold isolated nodes and several components
+        got = random_walk_pe(a, 7, backend=name)
+        got = got.get() if hasattr(got, "get") else got
+        np.testing.assert_allclose(got, _dense_return_probabilities(a, 7), atol=1e-12)
+
+
+def test_numba_parallel_kernel_matches_serial():
+    a = _random_graph(np.random.default_rng(2), 80, 0.06)
+    p = graph_pe._transition(a)
+    np.testing.assert_allclose(graph_pe._rw_numba(p, 6, parallel=True), graph_pe._rw_numba(p, 6, parallel=False), atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["numpy", "numba"])
+def test_random_walk_closed_forms(name):
+    # even cycle: odd t -> 0, t = 2 -> 1/2, even t < n -> C(t, t/2) / 2^t
+    pe = random_walk_pe(cycle_graph(10), 8, backend=name)
+    t = np.arange(1, 9)
+    expected = np.where(t % 2 == 0, comb(t, t // 2) / 2.0**t, 0.0)
+    np.testing.assert_allclose(pe, np.broadcast_to(expected, pe.shape), atol=1e-12)
+    # star with L leaves: centre returns with prob 1 at even t, a leaf with 1/L
+    leaves = 5
+    pe = random_walk_pe(star_graph(leaves), 4, backend=name)
+    np.testing.assert_allclose(pe[0], [0, 1, 0, 1], atol=1e-12)
+    np.testing.assert_allclose(pe[1:], np.tile([0, 1 / leaves, 0, 1 / leaves], (leaves, 1)), atol=1e-12)
+    # complete graph K_n: 1/n + (n-1)/n * (-1/(n-1))^t
+    n = 6
+    pe = random_walk_pe(complete_graph(n), 5, backend=name)
+    t = np.arange(1, 6)
+    np.testing.assert_allclose(pe, np.tile(1 / n + (n - 1) / n * (-1 / (n - 1)) ** t, (n, 1)), atol=1e-12)
+
+
+def test_random_walk_equivariant_and_kinds():
+    a = _random_graph(np.random.default_rng(3), 20, 0.2)
+    perm = np.random.default_rng(4).permutation(20)
+    np.testing.assert_allclose(random_walk_pe(permute_graph(a, perm), 5), random_walk_pe(a, 5)[perm], atol=1e-12)
+    edges = torch.as_tensor(np.stack(sp.triu(a).nonzero()))
+    out = random_walk_pe(edges, 5, n_nodes=20)
+    assert isinstance(out, torch.Tensor) and out.shape == (20, 5)
+
+
+def test_csl_classes_have_distinct_random_walk_fingerprints():
+    graphs, _ = csl_dataset(0, 1)
+    rows = np.array([random_walk_pe(g, 16)[0] for g in graphs])
+    assert len(np.unique(rows.round(12), axis=0)) == 10
+
+
+# -------------------------------------------------------------- Laplacian
+def test_laplacian_eigenvalues_closed_forms():
+    n = 9
+    _, lam = laplacian_pe(path_graph(n), n - 1, normalized=False, return_eigenvalues=True)
+    np.testing.assert_allclose(lam, 2 - 2 * np.cos(np.pi * np.arange(1, n) / n), atol=1e-10)
+    _, lam = laplacian_pe(cycle_graph(n), n - 1, normalized=True, return_eigenvalues=True)
+    np.testing.assert_allclose(lam, np.sort(1 - np.cos(2 * np.pi * np.arange(1, n) / n)), atol=1e-10)
+
+
+def test_laplacian_pe_eigenvectors_and_sign_convention():
+    a = _random_graph(np.random.default_rng(5), 25, 0.3)
+    pe, lam = laplacian_pe(a, 6, return_eigenvalues=True)
+    lap = laplacian(a).toarray()
+    np.testing.assert_allclose(lap @ pe, pe * lam, atol=1e-9)
+    np.testing.assert_allclose(pe.T @ pe, np.eye(6), atol=1e-9)
+    assert np.all(pe[np.argmax(np.abs(pe), axis=0), np.arange(6)] > 0)
+
+
+def test_laplacian_pe_disconnected_skips_one_zero_per_component():
+    two_paths = sp.block_diag([path_graph(3), path_graph(4)]).tocsr()
+    _, lam = laplacian_pe(two_paths, 5, normalized=False, return_eigenvalues=True)
+    assert np.all(lam > 1e-9)
+    expected = np.sort(np.concatenate([2 - 2 * np.cos(np.pi * np.arange(1, 3) / 3), 2 - 2 * np.cos(np.pi * np.arange(1, 4) / 4)]))
+    np.testing.assert_allclose(lam, expected, atol=1e-10)
+    with pytest.raises(ValueError, match=r"k must be <= n - components = 7 - 2 = 5"):
+        laplacian_pe(two_paths, 6)
+    # an isolated node is a component of its own (zero row of the normalized Laplacian)
+    with pytest.raises(ValueError, match="= 4 - 2 = 2"):
+        laplacian_pe(np.array([[0, 1], [1, 2]]), 3, n_nodes=4)
+
+
+def test_laplacian_pe_sparse_solver_matches_dense(monkeypatch):
+    a = _random_graph(np.random.default_rng(6), 60, 0.1)
+    _, dense = laplacian_pe(a, 4, return_eigenvalues=True)
+    monkeypatch.setattr(graph_pe, "DENSE_EIGH_MAX_NODES", 10)
+    _, sparse = laplacian_pe(a, 4, return_eigenvalues=True)
+    np.testing.assert_allclose(sparse, dense, atol=1e-8)
+
+
+def test_random_sign_flip():
+    pe = np.arange(1.0, 13.0).reshape(2, 3, 2)
+    out = random_sign_flip(pe, 0)
+    np.testing.assert_allclose(np.abs(out), pe)
+    ratio = out / pe
+    assert np.all(ratio == ratio[:, :1, :])  # one sign per graph and column
+    t = random_sign_flip(torch.ones(4, 3), 1)
+    assert isinstance(t, torch.Tensor) and torch.all(t.abs() == 1)
+
+
+# ---------------------------------------------------- random feature propagation
+def test_random_feature_propagation_raw_matches_dense_powers():
+    a = cycle_graph(8)
+    got = random_feature_propagation(a, 3, n_features=2, rng=0, normalize=False)
+    x0 = np.random.default_rng(0).standard_normal((8, 2))
+    a_hat = a.toarray() + np.eye(8)
+    d = a_hat.sum(1) ** -0.5
+    a_hat = d[:, None] * a_hat * d[None, :]
+    expected = np.concatenate([np.linalg.matrix_power(a_hat, t) @ x0 for t in (1, 2, 3)], axis=1)
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+
+
+def test_random_feature_propagation_normalized_and_bad_input():
+    out = random_feature_propagation(path_graph(12), 4, n_features=3, rng=1)
+    for t in range(4):
+        block = out[:, 3 * t:3 * t + 3]
+        np.testing.assert_allclose(block.T @ block, np.eye(3), atol=1e-10)
+    np.testing.assert_allclose(out, random_feature_propagation(path_graph(12), 4, n_features=3, rng=1))
+    with pytest.raises(ValueError, match="n_features must be <= n = 12"):
+        random_feature_propagation(path_graph(12), 2, n_features=13, rng=0)
+
+
+# ------------------------------------------------------------ ego and 1-WL
+def test_shrikhande_and_rook_same_wl_different_ego():
+    s, r = shrikhande_graph(), rook_graph(4)
+    for it in range(4):
+        assert wl_colors(s, it) == wl_colors(r, it)
+    _, fs = ego_edge_encoding(s)
+    _, fr = ego_edge_encoding(r)
+    assert fs.shape == fr.shape == (48, 6)
+    # each edge has 2 common neighbours; they are adjacent in the rook's graph (a row or column is a K4)
+    assert set(fs[:, 1]) == {0.0} and set(fr[:, 1]) == {1.0}
+
+
+def test_ego_encoding_closed_forms():
+    edges, feats = ego_edge_encoding(complete_graph(5))
+    assert edges.shape == (2, 10) and np.all(edges[0] < edges[1])
+    np.testing.assert_allclose(feats, np.tile([3, 3, 3, 10, 4, 4], (10, 1)))
+    edges, feats = ego_edge_encoding(path_graph(5), hops=2)
+    # edge (0, 1): balls {0,1,2} and {0,1,2,3}; common without endpoints {2}; union {2,3}
+    assert edges[:, 0].tolist() == [0, 1]
+    np.testing.assert_allclose(feats[0], [1, 0, 2, 3, 1, 2])
+    _, feats = ego_edge_encoding(np.array([[0], [1]]), n_nodes=3)  # isolated node 2 changes nothing
+    np.testing.assert_allclose(feats, [[0, 0, 0, 1, 1, 1]])
+    edges, feats = ego_edge_encoding(sp.csr_matrix((3, 3)))
+    assert edges.shape == (2, 0) and feats.shape == (0, 6)
+
+
+def test_ego_encoding_invariant_to_relabelling():
+    a = _random_graph(np.random.default_rng(7), 15, 0.3)
+    perm = np.random.default_rng(8).permutation(15)
+    f1 = ego_edge_encoding(a, hops=2)[1]
+    f2 = ego_edge_encoding(permute_graph(a, perm), hops=2)[1]
+    assert sorted(map(tuple, f1)) == sorted(map(tuple, f2))
+
+
+def test_wl_colors_distinguishes_and_is_invariant():
+    assert wl_colors(path_graph(6), 3) != wl_colors(cycle_graph(6), 3)
+    hist, colors = wl_colors(path_graph(5), 3, return_node_colors=True)
+    assert len(hist) == 3 and colors[0] == colors[4] and colors[1] == colors[3]
+    a = _random_graph(np.random.default_rng(9), 12, 0.3)
+    assert wl_colors(a, 3) == wl_colors(permute_graph(a, np.arange(12)[::-1]), 3)
+    with pytest.raises(ValueError, match="initial must be an integer array"):
+        wl_colors(path_graph(3), 1, initial=np.zeros(2, dtype=int))
+    with pytest.raises(ValueError, match="iterations must be >= 0"):
+        wl_colors(path_graph(3), -1)
+
+
+# ------------------------------------------------------------ the classifier
+def test_mpnn_is_permutation_invariant_and_blind_on_regular_graphs():
+    torch.manual_seed(0)
+    model = SimpleMPNN(1, 10, hidden=8, layers=2)
+    a, b = circular_skip_link_graph(41, 2), circular_skip_link_graph(41, 5)
+    adj, x, mask = graph_batch([a, b, permute_graph(a, np.random.default_rng(0).permutation(41))])
+    with torch.no_grad():
+        out = model(adj, x, mask)
+    torch.testing.assert_close(out[0], out[1])  # both 4-regular: identical without features
+    torch.testing.assert_close(out[0], out[2])
+
+
+def test_graph_batch_pads_and_checks():
+    adj, x, mask = graph_batch([path_graph(3), cycle_graph(5)], [np.ones((3, 2)), np.zeros((5, 2))])
+    assert adj.shape == (2, 5, 5) and x.shape == (2, 5, 3) and mask.sum().item() == 8
+    assert x[0, 3:].abs().sum() == 0
+    with pytest.raises(ValueError, match=r"features\[1\] must have shape \(5, 2\)"):
+        graph_batch([path_graph(3), cycle_graph(5)], [np.ones((3, 2)), np.zeros((4, 2))])
+
+
+def test_fit_graph_classifier_learns_a_trivial_task():
+    torch.manual_seed(0)
+    graphs = [path_graph(6)] * 4 + [cycle_graph(6)] * 4
+    train = graph_batch(graphs)
+    model = SimpleMPNN(1, 2, hidden=16, layers=2)
+    hist = fit_graph_classifier(model, train, [0] * 4 + [1] * 4, test=train, y_test=[0] * 4 + [1] * 4,
+                                steps=60, lr=1e-2, batch_size=8, eval_every=20)
+    assert hist.test_accuracy[-1] == 1.0 and hist.loss[-1] < hist.loss[0]
