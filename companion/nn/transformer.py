@@ -23,6 +23,12 @@ in one of these ways (``TransformerConfig.positional``):
 "randomized" sinusoidal or RoPE fed with a sorted random subset of
             ``[0, max_len)`` during training (Ruoss et al. 2023, "Randomized
             Positional Encodings Boost Length Generalization of Transformers")
+"bilevel"   two levels of position: the place inside a segment through the
+            sinusoidal table, the segment index through RoPE (He et al. 2024,
+            "Two Stones Hit One Bird: Bilevel Positional Encoding for Better
+            Length Extrapolation"); ``positions`` is a pair
+            ``(segment_index, position_in_segment)`` as returned by
+            :func:`companion.positional.bilevel_positions`
 ========== ================================================================
 
 The encodings themselves live in :mod:`companion.positional`; this module only
@@ -54,7 +60,7 @@ from torch import nn
 from .._validation import check_array, check_choice, check_float, check_int
 from ..backend import array_kind, to_torch
 
-POSITIONAL_OPTIONS = ("none", "sinusoidal", "learned", "rope", "alibi", "relative", "randomized")
+POSITIONAL_OPTIONS = ("none", "sinusoidal", "learned", "rope", "alibi", "relative", "randomized", "bilevel")
 ROPE_LAYOUTS = ("half", "interleaved")
 RANDOMIZED_BASES = ("sinusoidal", "rope")
 # Encodings that read position ids (the others work from the sequence length alone).
@@ -147,12 +153,12 @@ class TransformerConfig:
                 f"d_model must be a multiple of n_heads; got d_model={self.d_model}, n_heads={self.n_heads}"
             )
         encoding = self.encoding
-        if encoding == "rope" and self.head_dim % 2:
+        if encoding in ("rope", "bilevel") and self.head_dim % 2:
             raise ValueError(
                 f"positional={self.positional!r} uses RoPE, which needs an even head size "
                 f"d_model / n_heads; got {self.head_dim}"
             )
-        if encoding == "sinusoidal" and self.d_model % 2:
+        if encoding in ("sinusoidal", "bilevel") and self.d_model % 2:
             raise ValueError(
                 f"positional={self.positional!r} uses a sinusoidal table, which needs an even d_model; "
                 f"got {self.d_model}"
@@ -281,12 +287,12 @@ class TinyTransformer(nn.Module):
         self.position_embedding = nn.Embedding(config.max_len, d) if config.positional == "learned" else None
         self.relative_bias = None
         encoding = config.encoding
-        if encoding in ("sinusoidal", "rope", "alibi", "relative"):
+        if encoding in ("sinusoidal", "rope", "alibi", "relative", "bilevel"):
             positional = _positional_module()
-        if encoding == "sinusoidal":
+        if encoding in ("sinusoidal", "bilevel"):
             table = positional.sinusoidal_table(config.max_len, d)  # (max_len, d_model)
             self.register_buffer("sinusoidal", torch.as_tensor(np.asarray(table, dtype=np.float32)), persistent=False)
-        if encoding == "rope":
+        if encoding in ("rope", "bilevel"):
             self._rope_apply = positional.rope_apply_torch
         if encoding == "alibi":
             slopes = np.asarray(positional.alibi_slopes(config.n_heads), dtype=np.float32)
@@ -341,6 +347,8 @@ class TinyTransformer(nn.Module):
         """
         cfg = self.config
         seq = check_int(seq, "seq", minimum=1)
+        if cfg.positional == "bilevel":
+            return self._bilevel_ids(seq, positions, batch)
         if cfg.positional not in _USES_POSITIONS:
             if positions is not None:
                 raise ValueError(
@@ -373,6 +381,42 @@ class TinyTransformer(nn.Module):
                 f"got a maximum of {high}"
             )
         return pos
+
+    def _bilevel_ids(self, seq: int, positions: Any, batch: int | None):
+        """``(segment_index, position_in_segment)`` int64 tensors for "bilevel".
+
+        Without ``positions`` the whole sequence is one segment. The place inside
+        a segment indexes the sinusoidal table, so it must stay below ``max_len``;
+        the segment index feeds RoPE and is unbounded.
+        """
+        cfg = self.config
+        if positions is None:
+            if seq > cfg.max_len:
+                raise ValueError(
+                    f"sequence length {seq} exceeds max_len={cfg.max_len} of positional='bilevel' "
+                    "(one segment); pass (segment_index, position_in_segment) or a larger max_len"
+                )
+            zeros = torch.zeros(seq, dtype=torch.int64, device=self.device)
+            return zeros, torch.arange(seq, device=self.device)
+        if not isinstance(positions, (tuple, list)) or len(positions) != 2:
+            raise TypeError(
+                "positional='bilevel' takes positions=(segment_index, position_in_segment), e.g. the "
+                f"pair returned by companion.positional.bilevel_positions; got {type(positions).__name__}"
+            )
+        out = []
+        for name, ids in zip(("segment_index", "position_in_segment"), positions):
+            check_array(ids, name, ndim=(1, 2), dtype_kind="iu")
+            if ids.shape[-1] != seq or (ids.ndim == 2 and batch is not None and ids.shape[0] != batch):
+                raise ValueError(f"{name} must have shape ({seq},) or ({batch}, {seq}); got {tuple(ids.shape)}")
+            ids = to_torch(ids).to(device=self.device, dtype=torch.int64)
+            if int(ids.min()) < 0:
+                raise ValueError(f"{name} must be >= 0; got a minimum of {int(ids.min())}")
+            out.append(ids)
+        if int(out[1].max()) >= cfg.max_len:
+            raise ValueError(
+                f"position_in_segment must be < max_len={cfg.max_len}; got a maximum of {int(out[1].max())}"
+            )
+        return out[0], out[1]
 
     def _rotate(self, pos):
         """RoPE on (batch, heads, seq, head_dim) queries/keys at ids (seq,) or (batch, seq)."""
@@ -418,11 +462,18 @@ class TinyTransformer(nn.Module):
         h = self.token_embedding(tokens) * math.sqrt(cfg.d_model)  # (batch, seq, d_model)
         if cfg.encoding == "sinusoidal":
             h = h + self.sinusoidal[pos].to(h.dtype)  # (seq | batch, seq, d_model)
+        elif cfg.encoding == "bilevel":
+            h = h + self.sinusoidal[pos[1]].to(h.dtype)  # place inside the segment, absolute
         elif cfg.encoding == "learned":
             h = h + self.position_embedding(pos)
         h = self.drop(h)
 
-        rotate = self._rotate(pos) if cfg.encoding == "rope" else None
+        if cfg.encoding == "rope":
+            rotate = self._rotate(pos)
+        elif cfg.encoding == "bilevel":
+            rotate = self._rotate(pos[0])  # segment index, relative through RoPE
+        else:
+            rotate = None
         bias = self._score_bias(seq)
         attention = []
         for block in self.blocks:

@@ -499,3 +499,57 @@ def test_evaluate_accuracy_on_the_real_model_and_bad_input():
         evaluate_accuracy(model, x.astype(float), y, m)
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         evaluate_accuracy(model, x, y, m, batch_size=0)
+
+
+# ---------------------------------------------------------------- bilevel positions
+def _bilevel_model(**kw):
+    from companion.nn import TinyTransformer, TransformerConfig
+
+    cfg = TransformerConfig(vocab_size=12, d_model=16, n_heads=2, n_layers=1, max_len=8, positional="bilevel", **kw)
+    return TinyTransformer(cfg, seed=0).eval()
+
+
+def test_bilevel_model_accepts_bilevel_positions():
+    import numpy as np
+    import torch
+
+    from companion.positional import bilevel_positions
+
+    model = _bilevel_model()
+    segments = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3])  # 12 tokens, no segment longer than 8
+    seg_index, in_segment = bilevel_positions(segments)
+    tokens = torch.randint(0, 12, (3, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = model(tokens, positions=(seg_index, in_segment))
+    assert logits.shape == (3, 12, 12) and torch.isfinite(logits).all()
+
+
+def test_bilevel_segment_index_is_relative_and_place_is_absolute():
+    import torch
+
+    model = _bilevel_model()
+    tokens = torch.randint(0, 12, (2, 6), generator=torch.Generator().manual_seed(1))
+    inner = torch.tensor([0, 1, 2, 0, 1, 2])
+    seg = torch.tensor([0, 0, 0, 1, 1, 1])
+    with torch.no_grad():
+        base = model(tokens, positions=(seg, inner))
+        shifted_segments = model(tokens, positions=(seg + 5, inner))  # RoPE: a common shift changes nothing
+        shifted_places = model(tokens, positions=(seg, inner + 1))  # absolute table: changes the output
+    assert torch.allclose(base, shifted_segments, atol=1e-4)
+    assert not torch.allclose(base, shifted_places, atol=1e-4)
+
+
+def test_bilevel_bad_positions():
+    import pytest
+    import torch
+
+    model = _bilevel_model()
+    tokens = torch.zeros(1, 4, dtype=torch.long)
+    with pytest.raises(TypeError, match="positions=\\(segment_index, position_in_segment\\)"):
+        model(tokens, positions=torch.arange(4))
+    with pytest.raises(ValueError, match="position_in_segment must be < max_len=8"):
+        model(tokens, positions=(torch.zeros(4, dtype=torch.long), torch.tensor([0, 1, 2, 9])))
+    with pytest.raises(ValueError, match="segment_index must have shape"):
+        model(tokens, positions=(torch.zeros(3, dtype=torch.long), torch.arange(4)))
+    with pytest.raises(ValueError, match="exceeds max_len=8"):
+        model(torch.zeros(1, 9, dtype=torch.long))
