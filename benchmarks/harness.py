@@ -673,7 +673,9 @@ def library_versions() -> dict:
     names = {
         "numpy": "numpy",
         "numba": "numba",
+        "scipy": "scipy",
         "torch": "torch",
+        "torch-geometric": "torch-geometric",
         "threadpoolctl": "threadpoolctl",
         "rotary-embedding-torch": "rotary-embedding-torch",
         "x-transformers": "x-transformers",

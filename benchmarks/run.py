@@ -2,7 +2,7 @@
 
     python benchmarks/run.py                 # full sizes -> benchmarks/results/cpu.json
     python benchmarks/run.py --tiny          # tiny sizes, a few seconds -> a temp file
-    python benchmarks/run.py --out PATH [--threads N] [--only positional]
+    python benchmarks/run.py --out PATH [--threads N] [--only positional graph]
 
 The process first re-executes itself without ``OPENBLAS_CORETYPE`` and
 ``OPENBLAS_L2_SIZE`` (see ``blasenv.py``), then gives numba, torch and NumPy's
@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += [r.asdict() for r in out.get("rows", [])]
         checks += out.get("checks", [])
         modules[name] = {"seconds": time.perf_counter() - t0, "source": out.get("source")}
+        if out.get("note"):
+            modules[name]["note"] = out["note"]
 
     thread_info["numba_threading_layer"] = H._numba_layer()
     results.update(

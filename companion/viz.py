@@ -517,6 +517,8 @@ def heatmap(
     size = dict(width=min(420, max(120, 18 * n_x)), height=min(420, max(120, 18 * n_y)))
     if facet is None:
         return _titled(cell.properties(**size), title)
+    # Three panels a row must fit the book's text column (about 700 px with the legend).
+    size = dict(width=min(190, max(100, 12 * n_x)), height=min(190, max(100, 12 * n_y)))
     chart = cell.properties(**size).facet(
         facet=alt.Facet(field=_field(facet), type=_series_type(df[facet]), title=facet), columns=3
     )

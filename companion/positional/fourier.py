@@ -179,11 +179,11 @@ def _fourier_numpy(coords: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------ numba kernel
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _fourier_rows_numba(coords, B, out):  # pragma: no cover - jitted
     n, d = coords.shape
     n_freq = B.shape[0]
-    for i in range(n):
+    for i in numba.prange(n):  # rows in parallel; phases in float64 so large scales stay accurate
         for f in range(n_freq):
             acc = 0.0
             for k in range(d):

@@ -27,7 +27,17 @@ EXPECTED = {
         "torch matmul + bias (user code)",
         "x-transformers",
     },
+    "random_walk_pe[large graph]": {"companion numpy", "companion numba"},
+    "random_walk_pe[dense-feasible graph]": {"companion numpy", "companion numba", "torch dense matrix powers (user code)"},
+    "fourier_features[F=256]": {"companion numpy", "companion numba", "torch cos/sin (user code)"},
+    "ollivier_ricci_curvature[sinkhorn]": {"companion numpy", "companion numba"},
 }
+try:  # optional peer: PyG's AddRandomWalkPE row appears only when torch_geometric is installed
+    import torch_geometric  # noqa: F401
+
+    EXPECTED["random_walk_pe[dense-feasible graph]"].add("torch_geometric AddRandomWalkPE")
+except ImportError:
+    pass
 
 
 def test_tiny_benchmark_run(tmp_path):
@@ -61,6 +71,8 @@ def test_tiny_benchmark_run(tmp_path):
         assert row["bytes_min"] > 0 and row["frac_ceiling"] > 0
         by_kernel.setdefault(row["kernel"], set()).add(row["impl"])
     assert by_kernel == EXPECTED
+    assert set(res["modules"]) == {"bench_positional", "bench_graph"}
+    assert res["modules"]["bench_graph"]["seconds"] < 60, res["modules"]["bench_graph"]
     assert res["checks"] and all(ch["ok"] for ch in res["checks"])
 
 
