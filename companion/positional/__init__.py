@@ -36,19 +36,21 @@ Example
 """
 
 from .alibi import alibi_attention_scores, alibi_bias, alibi_slopes
-from .fourier import (
+from .coordinate_mlp import (
     ACTIVATIONS,
-    FOURIER_KINDS,
     CoordinateMLP,
     FitHistory,
     FourierFeatures,
     fit_coordinates,
+    predict_coordinates,
+    spder_activation,
+)
+from .fourier import (
+    FOURIER_KINDS,
     fourier_features,
     fourier_frequencies,
     gaussian_basis_centers,
     gaussian_basis_features,
-    predict_coordinates,
-    spder_activation,
 )
 from .length import (
     LENGTH_ENCODINGS,
