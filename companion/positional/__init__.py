@@ -61,22 +61,16 @@ from .length import (
     run_length_generalization,
     segments_from_separators,
 )
-from .graph import (
+from .graph import GraphFitHistory, SimpleMPNN, fit_graph_classifier, graph_batch
+from .graph_ego import EGO_EDGE_FEATURES, ego_balls, ego_edge_encoding, wl_colors
+from .graph_pe import (
     DENSE_EIGH_MAX_NODES,
-    EGO_EDGE_FEATURES,
-    GraphFitHistory,
-    SimpleMPNN,
     as_adjacency,
-    ego_balls,
-    ego_edge_encoding,
-    fit_graph_classifier,
-    graph_batch,
     laplacian,
     laplacian_pe,
     random_feature_propagation,
     random_sign_flip,
     random_walk_pe,
-    wl_colors,
 )
 from .relative import RelativePositionBias, relative_position_bucket
 from .rope import LAYOUTS, rope_angles, rope_apply, rope_apply_torch

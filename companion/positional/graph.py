@@ -3,7 +3,7 @@
 The encodings live in :mod:`companion.positional.graph_pe` (Laplacian
 eigenvectors, random-walk return probabilities, random feature propagation) and
 :mod:`companion.positional.graph_ego` (edge-level ego-network counts, 1-WL colour
-refinement); this module re-exports them and adds :class:`SimpleMPNN`, a GIN-style
+refinement); this module adds :class:`SimpleMPNN`, a GIN-style
 network with a sum readout, with :func:`graph_batch` and :func:`fit_graph_classifier`
 to train it on a list of small graphs.
 
@@ -29,34 +29,9 @@ import torch
 from torch import nn
 
 from .._validation import check_float, check_int
-from .graph_ego import EGO_EDGE_FEATURES, ego_balls, ego_edge_encoding, wl_colors
-from .graph_pe import (
-    DENSE_EIGH_MAX_NODES,
-    as_adjacency,
-    laplacian,
-    laplacian_pe,
-    random_feature_propagation,
-    random_sign_flip,
-    random_walk_pe,
-)
+from .graph_pe import as_adjacency
 
-__all__ = [
-    "as_adjacency",
-    "laplacian",
-    "laplacian_pe",
-    "random_sign_flip",
-    "random_walk_pe",
-    "random_feature_propagation",
-    "DENSE_EIGH_MAX_NODES",
-    "EGO_EDGE_FEATURES",
-    "ego_balls",
-    "ego_edge_encoding",
-    "wl_colors",
-    "SimpleMPNN",
-    "graph_batch",
-    "fit_graph_classifier",
-    "GraphFitHistory",
-]
+__all__ = ["SimpleMPNN", "graph_batch", "fit_graph_classifier", "GraphFitHistory"]
 
 
 def graph_batch(
