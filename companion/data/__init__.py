@@ -99,3 +99,18 @@ __all__ += [
     "rook_graph",
     "permute_graph",
 ]
+
+# text and long-range memory tasks (Parts I and II)
+from .kv_recall import key_value_recall_task, kv_recall_answer_positions, kv_recall_vocab_size
+from .text_corpus import ALPHABET, CharCorpus, char_lm_task, stdlib_corpus, stdlib_source_files
+
+__all__ += [
+    "key_value_recall_task",
+    "kv_recall_answer_positions",
+    "kv_recall_vocab_size",
+    "ALPHABET",
+    "CharCorpus",
+    "char_lm_task",
+    "stdlib_corpus",
+    "stdlib_source_files",
+]

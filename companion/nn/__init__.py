@@ -7,6 +7,7 @@ is chosen by :class:`TransformerConfig` (``"none"``, ``"sinusoidal"``,
 :func:`evaluate_accuracy` scores it.
 """
 
+from .decoding import DECODABLE_ENCODINGS, FullKVStore, KVStore, Prefill, cached_nll, decode_step, prefill
 from .training import (
     TrainConfig,
     TrainHistory,
@@ -26,6 +27,13 @@ from .transformer import (
 )
 
 __all__ = [
+    "DECODABLE_ENCODINGS",
+    "FullKVStore",
+    "KVStore",
+    "Prefill",
+    "cached_nll",
+    "decode_step",
+    "prefill",
     "POSITIONAL_OPTIONS",
     "RANDOMIZED_BASES",
     "ROPE_LAYOUTS",
