@@ -181,11 +181,48 @@ def _fourier_rows_numba(coords, B, out):  # pragma: no cover - jitted
             out[i, n_freq + f] = math.sin(phase)
 
 
+@numba.njit(cache=True, parallel=True)
+def _fourier_rows_numba_f32(coords, BT, out):  # pragma: no cover - jitted
+    """float32 output: exact range reduction in float64, then float32 polynomials.
+
+    The phase in turns, ``x . b``, is split in float64 into a quarter-turn count
+    ``q`` and a remainder of at most 1/8 turn, so no accuracy is lost however
+    large the phase. cos and sin of the remainder (``|t| <= pi/4``) are short
+    Taylor polynomials in float32 (truncation error below 4e-7, float32's own
+    rounding is 6e-8), and the quadrant ``q mod 4`` swaps and negates them
+    without branches, so the loop over frequencies vectorizes.
+    """
+    n, d = coords.shape
+    n_freq = BT.shape[1]
+    one = np.float32(1.0)
+    for i in numba.prange(n):
+        for f in range(n_freq):
+            acc = 0.0
+            for k in range(d):
+                acc += coords[i, k] * BT[k, f]
+            q = np.floor(4.0 * acc + 0.5)  # nearest quarter turn
+            t = np.float32(6.283185307179586 * (acc - 0.25 * q))  # radians, |t| <= pi/4
+            m = np.int64(q) & 3
+            t2 = t * t
+            s = t * (one + t2 * (np.float32(-1.0 / 6) + t2 * (np.float32(1.0 / 120) + t2 * np.float32(-1.0 / 5040))))
+            c = one + t2 * (np.float32(-0.5) + t2 * (np.float32(1.0 / 24) + t2 * (
+                np.float32(-1.0 / 720) + t2 * np.float32(1.0 / 40320))))
+            # quadrant m: (cos, sin) = (c, s), (-s, c), (-c, -s), (s, -c)
+            odd = np.float32(m & 1)
+            sign_cos = np.float32(1 - 2 * (((m + 1) >> 1) & 1))
+            sign_sin = np.float32(1 - 2 * ((m >> 1) & 1))
+            out[i, f] = sign_cos * (c + odd * (s - c))
+            out[i, n_freq + f] = sign_sin * (s + odd * (c - s))
+
+
 def _fourier_numba(coords: np.ndarray, B: np.ndarray) -> np.ndarray:
     dtype = _kernel_dtype(coords.dtype)
     x = np.ascontiguousarray(coords, dtype=dtype)  # (n, d)
     out = np.empty((x.shape[0], 2 * B.shape[0]), dtype=dtype)  # (n, 2F)
-    _fourier_rows_numba(x, np.ascontiguousarray(B, dtype=np.float64), out)
+    if dtype == np.float32:
+        _fourier_rows_numba_f32(x, np.ascontiguousarray(np.asarray(B, dtype=np.float64).T), out)  # B^T (d, F)
+    else:
+        _fourier_rows_numba(x, np.ascontiguousarray(B, dtype=np.float64), out)
     return out
 
 

@@ -290,3 +290,34 @@ def test_bad_input_raises_clear_errors():
 def test_cupy_backend_without_gpu_raises():
     with pytest.raises(ValueError, match="backend 'cupy' needs CuPy and a CUDA device"):
         rope_apply(np.zeros((4, 8)), backend="cupy")
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "numba"])
+@pytest.mark.parametrize("layout", ["half", "interleaved"])
+def test_rope_out_buffer_and_in_place(backend_name, layout):
+    from companion.positional import rope_apply
+
+    x = np.random.default_rng(3).standard_normal((2, 3, 7, 8)).astype(np.float32)
+    expected = rope_apply(x, layout=layout, backend=backend_name)
+    buf = np.empty_like(x)
+    assert rope_apply(x, layout=layout, backend=backend_name, out=buf) is buf
+    np.testing.assert_allclose(buf, expected, atol=1e-6)
+    y = x.copy()
+    assert rope_apply(y, layout=layout, backend=backend_name, out=y) is y  # in place
+    np.testing.assert_allclose(y, expected, atol=1e-6)
+
+
+def test_rope_out_bad_input():
+    import torch
+
+    from companion.positional import rope_apply
+
+    x = np.ones((2, 4, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match="out must be"):
+        rope_apply(x, out=np.empty((2, 4, 8), dtype=np.float64), backend="numba")
+    with pytest.raises(ValueError, match="out must be"):
+        rope_apply(x, out=np.empty((2, 8, 4), dtype=np.float32).transpose(0, 2, 1), backend="numba")
+    with pytest.raises(TypeError, match="NumPy input"):
+        rope_apply(torch.ones(2, 4, 8), out=np.empty((2, 4, 8), dtype=np.float32))
+    with pytest.raises(TypeError, match="numpy.ndarray"):
+        rope_apply(x, out=[0.0], backend="numpy")
