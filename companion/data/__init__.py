@@ -114,3 +114,10 @@ __all__ += [
     "stdlib_corpus",
     "stdlib_source_files",
 ]
+
+# associative-memory and induction-head tasks (chapters M1, M2)
+from . import triggered_bigram as _triggered_bigram, zipf as _zipf  # noqa: E402
+from .triggered_bigram import *  # noqa: E402,F401,F403
+from .zipf import *  # noqa: E402,F401,F403
+
+__all__ += [*_triggered_bigram.__all__, *_zipf.__all__]
