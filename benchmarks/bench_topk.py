@@ -6,9 +6,11 @@ queries and for one decoding query (Q = 1):
 * companion NumPy reference (BLAS block scores + ``argpartition``);
 * companion numba (BLAS block scores merged by the parallel numba kernel; the default);
 * companion numba BLAS-free (dot products and selection in one numba pass, no score block);
-* ``torch.topk(q @ K.T, 32)``, the code a user would write.
+* ``torch.topk(q @ K.T, 32)``, the code a user would write;
+* faiss ``IndexFlatIP(d)`` (exact inner-product search; the index is built once,
+  outside the timing, as a datastore would be).
 
-faiss (``IndexFlatIP``) is not installed here, so it has no row. Every output is the
+Every output is the
 (Q, k) index array sorted along each row, i.e. each query's id *set*; it must equal the
 float64 reference's set exactly (exact search on tie-free data: recall@32 = 1). Sets, not
 ranked lists, because float32 rounding may swap two neighbours whose scores differ by ~1e-6.
@@ -76,6 +78,17 @@ def run(ctx: H.Context) -> dict:
                    threads=f"{torch.get_num_threads()} (torch intra-op)", convention="inner product, exact",
                    source="torch.topk(q @ K.T, k)"),
         ]
+        try:
+            import faiss
+
+            faiss.omp_set_num_threads(n)
+            index = faiss.IndexFlatIP(dim)
+            index.add(keys)
+            impls.append(H.Impl("faiss IndexFlatIP", "peer", lambda q=queries, index=index: index.search(q, k)[1],
+                                threads=f"{n} (faiss OpenMP)", convention="inner product, exact",
+                                source=f"faiss {faiss.__version__} IndexFlatIP(d).search(q, k)"))
+        except ImportError:  # pragma: no cover - faiss is a benchmark peer, not a dependency
+            ctx.log("    faiss not installed: no faiss row")
         ref_name = "companion numba"
         for impl in impls:  # every output becomes its sorted id set per query (sorting Q x k ids is negligible)
             impl.fn = (lambda f: lambda: np.sort(H._as_numpy(f()).astype(np.int64), axis=1))(impl.fn)

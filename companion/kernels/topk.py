@@ -176,7 +176,8 @@ def _topk_numba(queries: np.ndarray, keys: np.ndarray, k: int, block_size: int):
         for start in range(0, n_keys, block_size):
             block = keys[start : start + block_size]  # (B, d)
             out = buffer[: len(q_tile), : len(block)]
-            np.matmul(q_tile, block.T, out=out)  # (tile, B)
+            with np.errstate(over="ignore", invalid="ignore"):  # reported by the merge kernel instead
+                np.matmul(q_tile, block.T, out=out)  # (tile, B)
             _merge_block_numba(out, start, best_s, best_i, fill, row0, bad)
     _raise_if_non_finite(bad.any(), keys)
     return best_s, best_i
