@@ -13,29 +13,152 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 EXPECTED = {
-    "rope_apply[half]": {"companion numpy", "companion numba", "companion numba (out=)", "torch rotate-half (user code)"},
-    "rope_apply[interleaved]": {"companion numpy", "companion numba", "companion numba (out=)", "rotary-embedding-torch"},
-    "alibi_attention_scores[H=16]": {
-        "companion numpy",
-        "companion numba",
-        "torch matmul + bias (user code)",
-        "x-transformers",
+    'pq_encode': {
+        'companion numba',
+        'companion numpy',
+        'faiss ProductQuantizer.compute_codes',
+        'torch cdist + argmin (user code)',
     },
-    "alibi_attention_scores[H=12]": {
-        "companion numpy",
-        "companion numba",
-        "torch matmul + bias (user code)",
-        "x-transformers",
+    'adc_search': {
+        'companion numba',
+        'companion numpy',
+        'faiss IndexPQ.search',
+        'torch gather + topk (user code)',
     },
-    "random_walk_pe[large graph]": {"companion numpy", "companion numba"},
-    "random_walk_pe[dense-feasible graph]": {
-        "companion numpy",
-        "companion numba",
-        "torch dense matrix powers (user code)",
-        "torch_geometric AddRandomWalkPE",
+    'nearest_centroid[VQ]': {
+        'companion numba',
+        'companion numpy',
+        'torch cdist + argmin (user code)',
     },
-    "fourier_features[F=256]": {"companion numpy", "companion numba", "torch cos/sin (user code)"},
-    "ollivier_ricci_curvature[sinkhorn]": {"companion numpy", "companion numba"},
+    'random_walk_pe[large graph]': {
+        'companion numba',
+        'companion numpy',
+    },
+    'random_walk_pe[dense-feasible graph]': {
+        'companion numba',
+        'companion numpy',
+        'torch dense matrix powers (user code)',
+        'torch_geometric AddRandomWalkPE',
+    },
+    'fourier_features[F=256]': {
+        'companion numba',
+        'companion numpy',
+        'torch cos/sin (user code)',
+    },
+    'ollivier_ricci_curvature[sinkhorn]': {
+        'companion numba',
+        'companion numpy',
+    },
+    'compress_kv[knorm]': {
+        'companion numba',
+        'companion numpy',
+        'torch topk + gather (kvpress-style user code)',
+    },
+    'compress_kv[streaming_llm]': {
+        'companion numba',
+        'companion numpy',
+        'torch topk + gather (kvpress-style user code)',
+    },
+    'compress_kv[h2o]': {
+        'companion numba',
+        'companion numpy',
+        'torch topk + gather (kvpress-style user code)',
+    },
+    'associative_read[argmax]': {
+        'companion numba',
+        'companion numpy',
+        'torch matmul + argmax (user code)',
+    },
+    'associative_write[class sums]': {
+        'companion numba',
+        'companion numpy',
+        'torch index_add_ (user code)',
+    },
+    'block_sparse_attention[dense]': {
+        'companion numba',
+        'companion numpy',
+        'torch SDPA is_causal (user code)',
+    },
+    'block_sparse_attention[strided]': {
+        'companion numba',
+        'companion numpy',
+        'torch SDPA + token mask (user code)',
+    },
+    'block_sparse_attention[window+global]': {
+        'companion numba',
+        'companion numpy',
+        'torch SDPA + token mask (user code)',
+    },
+    'causal_linear_attention[elu+1]': {
+        'companion numba',
+        'companion numpy',
+        'torch quadratic form (user code)',
+    },
+    'causal_long_conv[fft]': {
+        'companion numba',
+        'companion numpy',
+        'torch.fft (user code)',
+    },
+    'hopfield_retrieve[steps=1]': {
+        'companion numba',
+        'companion numpy',
+        'torch scaled_dot_product_attention',
+        'torch softmax matmul (user code)',
+    },
+    'hopfield_retrieve[steps=3]': {
+        'companion numba',
+        'companion numpy',
+        'torch scaled_dot_product_attention',
+        'torch softmax matmul (user code)',
+    },
+    'rope_apply[half]': {
+        'companion numba',
+        'companion numba (out=)',
+        'companion numpy',
+        'torch rotate-half (user code)',
+    },
+    'rope_apply[interleaved]': {
+        'companion numba',
+        'companion numba (out=)',
+        'companion numpy',
+        'rotary-embedding-torch',
+    },
+    'alibi_attention_scores[H=16]': {
+        'companion numba',
+        'companion numpy',
+        'torch matmul + bias (user code)',
+        'x-transformers',
+    },
+    'alibi_attention_scores[H=12]': {
+        'companion numba',
+        'companion numpy',
+        'torch matmul + bias (user code)',
+        'x-transformers',
+    },
+    'kv_quantize_pack': {
+        'companion numba',
+        'companion numpy',
+        'torch eager (user code)',
+    },
+    'kv_unpack_dequantize': {
+        'companion numba',
+        'companion numpy',
+        'torch eager (user code)',
+    },
+    'topk_inner_product[Q=32]': {
+        'companion numba',
+        'companion numba BLAS-free',
+        'companion numpy',
+        'faiss IndexFlatIP',
+        'torch matmul + topk (user code)',
+    },
+    'topk_inner_product[Q=1]': {
+        'companion numba',
+        'companion numba BLAS-free',
+        'companion numpy',
+        'faiss IndexFlatIP',
+        'torch matmul + topk (user code)',
+    },
 }
 
 
@@ -69,8 +192,9 @@ def test_tiny_benchmark_run(tmp_path):
         assert row["median_s"] > 0 and len(row["times_s"]) >= 5
         assert row["bytes_min"] > 0 and row["frac_ceiling"] > 0
         by_kernel.setdefault(row["kernel"], set()).add(row["impl"])
-    for kernel, impls in EXPECTED.items():  # kernels of later parts add their own rows
-        assert by_kernel.get(kernel) == impls, kernel
+    assert set(by_kernel) == set(EXPECTED), set(by_kernel) ^ set(EXPECTED)
+    for kernel, impls in EXPECTED.items():
+        assert by_kernel[kernel] == impls, kernel
     for kernel, impls in by_kernel.items():
         roles = {row["role"] for row in res["rows"] if row["kernel"] == kernel}
         assert "companion" in roles, f"{kernel} has no companion row"
