@@ -40,8 +40,8 @@ def load_memory():
 def numba_threads(n: int) -> str:
     from companion.memory import hopfield
 
-    parallel = bool(hopfield._retrieve_step_numba.targetoptions.get("parallel"))
-    return f"{n} (numba parallel over query tiles; BLAS inside each tile)" if parallel else "1 (numba kernel is serial)"
+    parallel = bool(hopfield._retrieve_step_numba.targetoptions.get("parallel"))  # the online-softmax kernel
+    return f"{n} (numba online softmax parallel over queries; NumPy BLAS for the block products)" if parallel else "1 (numba kernel is serial)"
 
 
 def reference64(x: np.ndarray, q: np.ndarray, beta: float, steps: int, chunk: int = 64) -> np.ndarray:

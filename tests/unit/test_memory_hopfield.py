@@ -37,8 +37,16 @@ def _loop_reference(patterns, queries, beta, steps):
     return np.array(out)
 
 
+@pytest.fixture(autouse=True)
+def _small_blocks(monkeypatch):
+    """Stream patterns in blocks of 256 so the test sizes below cross several blocks."""
+    from companion.memory import hopfield as hopfield_module
+
+    monkeypatch.setattr(hopfield_module, "_BLOCK", 256)
+
+
 def _data(rng, n=700, q=130, d=24, dtype=np.float64, scale=1.0):
-    # N spans several blocks of 256 (last one partial) and Q several tiles of 64
+    # N spans several blocks of 256 (last one partial)
     return (scale * rng.standard_normal((n, d))).astype(dtype), (scale * rng.standard_normal((q, d))).astype(dtype)
 
 
