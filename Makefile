@@ -4,6 +4,7 @@
 #   make book   every chapter in full mode, then the strict site build into _build/html
 #   make serve  serve _build/html on http://127.0.0.1:8000
 #   make bench  benchmarks of the companion kernels -> benchmarks/results/cpu.json
+#   make bench-gpu  on a CUDA machine: CuPy tests + GPU rows -> benchmarks/results/gpu.json
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,7 +13,7 @@ STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: setup test unit notebooks site site-check book serve bench bench-tiny clean
+.PHONY: setup test unit notebooks site site-check book serve bench bench-tiny bench-gpu clean
 
 setup: $(STAMP)
 
@@ -50,6 +51,10 @@ bench: setup
 
 bench-tiny: setup
 	$(BIN)/python benchmarks/run.py --tiny
+
+# uses the machine's own python3 (torch, CuPy); nothing is installed
+bench-gpu:
+	bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf _build

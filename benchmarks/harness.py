@@ -542,6 +542,7 @@ class Context:
     warmup: int = 1
     settle_s: float = 0.0  # pause before timing each implementation (idle BLAS/OpenMP threads spin for a while)
     log: Callable[[str], None] = print
+    device: str = "cpu"  # "cuda": time with CUDA events (benchmarks/gpu_bench.py)
 
 
 def bench_kernel(
@@ -624,7 +625,7 @@ def bench_kernel(
         impl = by_name[row.impl]
         if ctx.settle_s:
             time.sleep(ctx.settle_s)
-        t = time_fn(impl.fn, repeat=ctx.repeat, warmup=ctx.warmup)
+        t = time_fn(impl.fn, repeat=ctx.repeat, warmup=ctx.warmup, device=ctx.device)
         row.median_s = t.median_s
         row.times_s = t.times_s
         if measure_memory:

@@ -3,6 +3,8 @@
     python benchmarks/run.py                 # full sizes -> benchmarks/results/cpu.json
     python benchmarks/run.py --tiny          # tiny sizes, a few seconds -> a temp file
     python benchmarks/run.py --out PATH [--threads N] [--only positional graph]
+    python benchmarks/run.py --gpu           # CuPy kernels vs torch on a CUDA device -> benchmarks/results/gpu.json
+    python benchmarks/run.py --gpu --emulate --tiny   # the GPU rows' plumbing on the CPU (numbers mean nothing)
 
 The process first re-executes itself without ``OPENBLAS_CORETYPE`` and
 ``OPENBLAS_L2_SIZE`` (see ``blasenv.py``), then gives numba, torch and NumPy's
@@ -62,7 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/cpu.json; a temp file with --tiny)")
     ap.add_argument("--threads", type=int, default=None, help="threads for numba, torch and BLAS")
     ap.add_argument("--only", nargs="*", help="bench module names to run (e.g. positional)")
+    ap.add_argument("--gpu", action="store_true", help="the GPU rows (benchmarks/gpu_bench.py) on a CUDA device")
+    ap.add_argument("--emulate", action="store_true", help="with --gpu: run the GPU rows on the CPU (plumbing check)")
     args = ap.parse_args(argv)
+    if args.emulate and not args.gpu:
+        ap.error("--emulate only goes with --gpu")
+    if args.gpu:
+        return main_gpu(args)
 
     if args.out is None:
         if args.tiny:
@@ -151,6 +159,80 @@ def main(argv: list[str] | None = None) -> int:
     if any(r["refused"] for r in rows) or not all(c["ok"] for c in checks):
         return 2
     return 0
+
+
+def gpu_info() -> dict:
+    info: dict = {}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            p = torch.cuda.get_device_properties(0)
+            info.update({"name": p.name, "multiprocessors": p.multi_processor_count,
+                         "memory_bytes": p.total_memory, "torch_cuda": torch.version.cuda})
+    except Exception as exc:  # pragma: no cover - reported, not fatal
+        info["error"] = f"{type(exc).__name__}: {exc}"
+    try:
+        import cupy
+
+        info["cupy"] = cupy.__version__
+        info["cuda_runtime"] = cupy.cuda.runtime.runtimeGetVersion()
+        info["driver"] = cupy.cuda.runtime.driverGetVersion()
+    except Exception as exc:
+        info["cupy_error"] = f"{type(exc).__name__}: {exc}"
+    return info
+
+
+def main_gpu(args) -> int:
+    """GPU rows: companion CuPy kernels beside torch on one device (or their CPU emulation)."""
+    import gpu_bench
+
+    if args.out is None:
+        if args.emulate or args.tiny:
+            fd, tmp = tempfile.mkstemp(prefix="companion-bench-gpu-", suffix=".json")
+            os.close(fd)
+            args.out = Path(tmp)
+        else:
+            args.out = HERE / "results" / "gpu.json"
+    started = time.perf_counter()
+    env = gpu_bench.make_env(args.emulate)
+    if args.emulate:
+        H.apply_threads(args.threads or H.default_threads())
+    results: dict = {
+        "schema": 1,
+        "kind": "gpu-emulation" if args.emulate else "gpu",
+        "mode": "tiny" if args.tiny else "full",
+        "date": H.now_iso(),
+        "machine": H.machine_info(),
+        "gpu": gpu_info(),
+        "versions": H.library_versions(),
+        "note": "CUDA-event medians after a warm-up; every row checked against the companion NumPy reference "
+        "on host copies of its input before timing. Ratios are time(other) / time(this row).",
+    }
+    ceilings = gpu_bench.measure_gpu_ceilings(env, tiny=args.tiny)
+    results["ceilings"] = ceilings
+    print(f"device copy {ceilings['copy_GBps']:.0f} GB/s, sgemm {ceilings['sgemm_GFLOPs']:.0f} GFLOP/s, "
+          f"bf16 {ceilings['bf16_GFLOPs']:.0f} GFLOP/s", flush=True)
+    ctx = H.Context(tiny=args.tiny, threads=1, ceilings=ceilings, repeat=5 if args.tiny else 9, warmup=2,
+                    log=lambda s: print(s, flush=True), device="cpu" if args.emulate else "cuda")
+    errors: list[dict] = []
+    rows: list[dict] = []
+    try:
+        out = gpu_bench.run(ctx, env)
+        rows = [r.asdict() for r in out["rows"]]
+    except Exception as exc:
+        traceback.print_exc()
+        errors.append({"module": "gpu_bench", "error": f"{type(exc).__name__}: {exc}",
+                       "traceback": traceback.format_exc()})
+    results.update({"rows": rows, "checks": [], "errors": errors, "seconds": time.perf_counter() - started})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(H._jsonable(results), indent=1, allow_nan=False) + "\n")
+    print()
+    print(format_table(rows))
+    print(f"\nwrote {args.out} in {results['seconds']:.1f} s")
+    if errors:
+        return 1
+    return 2 if any(r["refused"] for r in rows) else 0
 
 
 if __name__ == "__main__":

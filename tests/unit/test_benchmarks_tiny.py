@@ -227,3 +227,39 @@ def test_tiny_benchmark_reexecs_without_openblas_overrides(tmp_path):
     assert res["rows"] == [] and res["ceilings"]["sgemm_GFLOPs"] > 0
     blas = [p for p in res["blas"]["threadpools"] if p["user_api"] == "blas"]
     assert blas and all(p["architecture"] != "Haswell" for p in blas), blas
+
+
+GPU_KERNELS = {
+    "rope_apply[half]", "rope_apply[half, out=]", "fourier_features[F=8]", "alibi_attention_scores[H=2]",
+    "hopfield_retrieve[steps=1]", "topk_inner_product[Q=32]", "topk_inner_product[Q=1]", "nearest_centroid[VQ]",
+    "pack_bits[2 bits]", "unpack_bits[2 bits]", "block_sparse_attention[dense]",
+    "block_sparse_attention[window+global]", "causal_linear_attention[elu+1]", "causal_long_conv[fft]",
+    "compress_kv[knorm]",
+}
+
+
+def test_gpu_rows_plumbing_in_emulation(tmp_path):
+    """``run.py --gpu --emulate --tiny``: every GPU row builds, passes its check and is timed.
+
+    Without a GPU this runs the rows with NumPy arrays, the numba backend and torch on the
+    CPU; it proves the prepared GPU check (benchmarks/gpu_check.sh) will not die on a typo,
+    not that the CuPy kernels are right (their tests are marked ``gpu``).
+    """
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--gpu", "--emulate", "--tiny", "--threads", "1",
+         "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    res = json.loads(out.read_text())
+    assert res["kind"] == "gpu-emulation" and res["errors"] == []
+    assert res["ceilings"]["copy_GBps"] > 0 and res["ceilings"]["sgemm_GFLOPs"] > 0
+    kernels = set()
+    for row in res["rows"]:
+        assert not row["refused"], f"{row['kernel']} / {row['impl']} refused: {row['refusal']}"
+        assert row["check_f64"]["ok"] and row["median_s"] > 0
+        kernels.add(row["kernel"])
+    assert kernels == GPU_KERNELS, kernels ^ GPU_KERNELS
+    peers = {row["kernel"] for row in res["rows"] if row["role"] == "peer"}
+    assert peers == GPU_KERNELS - {"rope_apply[half, out=]"}
