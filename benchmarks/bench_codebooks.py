@@ -3,20 +3,22 @@
 Three kernels, each on one shared float32 input:
 
 * ``pq_encode``: product-quantization encoding, d = 128, M = 16 subspaces of 8,
-  K = 256 (8 bits): companion NumPy reference, companion numba, the torch code a
-  user would write (``torch.cdist`` + ``argmin`` per subspace) and faiss
-  ``ProductQuantizer.compute_codes`` given *our* centroids (so codes can be compared
-  code for code).
+  K = 256 (8 bits): companion NumPy reference, companion numba (one fused float32
+  screen over all subspaces with an exact float64 recheck of near ties), the torch
+  code a user would write (``torch.cdist`` + ``argmin`` per subspace), faiss
+  ``ProductQuantizer.compute_codes`` and nanopq ``PQ.encode``, both given *our*
+  centroids (so codes can be compared code for code).
 * ``adc_search``: asymmetric-distance top-10 over an encoded database (M = 16
   bytes a vector) from per-query distance tables: companion NumPy, companion numba,
   torch (gather + sum + ``topk``) and faiss ``IndexPQ.search`` on the same codes and
   centroids (faiss builds its own tables inside the call).
 * ``nearest_centroid`` (VQ assignment), d = 256, K = 1,024: companion NumPy,
-  companion numba, ``torch.cdist`` + ``argmin``.
+  companion numba (float32 sgemm screen + exact float64 finish), ``torch.cdist`` +
+  ``argmin`` and vector_quantize_pytorch's ``VectorQuantize`` (eval mode, its
+  codebook set to ours; its Euclidean ``cdist`` + ``argmax`` of the negated distance).
 
-Peers named in BENCHMARKS.md that are absent here: ``nanopq`` and
-``vector_quantize_pytorch`` are not installed (their rows are left out). faiss-cpu is
-installed and timed.
+Peers: faiss-cpu, nanopq and vector_quantize_pytorch are timed when installed (a
+missing one leaves its row out).
 
 Correctness is judged by the distance of what each implementation picks: an
 assignment is right when the float64 distance to the codeword it chose is within a
@@ -55,6 +57,31 @@ def load_codebooks():
 def numba_threads(fn, n: int) -> str:
     parallel = bool(getattr(fn, "targetoptions", {}).get("parallel"))
     return f"{n} (numba parallel)" if parallel else "1 (numba kernel is serial)"
+
+
+def _version(dist: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(dist)
+    except Exception:  # pragma: no cover - metadata missing
+        return "?"
+
+
+def nanopq_or_none():
+    try:
+        import nanopq
+    except ImportError:  # pragma: no cover - optional peer
+        return None
+    return nanopq
+
+
+def vqp_or_none():
+    try:
+        import vector_quantize_pytorch
+    except ImportError:  # pragma: no cover - optional peer
+        return None
+    return vector_quantize_pytorch
 
 
 def faiss_or_none():
@@ -160,8 +187,8 @@ def bench_encode(ctx: H.Context, C, K, source: str) -> tuple[list[H.Row], dict]:
         H.Impl("companion numpy", "reference", judged(lambda: pq_np.encode(x)), threads="1 (NumPy elementwise)",
                source=source),
         H.Impl("companion numba", "companion", judged(lambda: pq_nb.encode(x)),
-               threads=numba_threads(K.assign._nearest_rows_numba, n_thr), source=source,
-               note="exact float64 differences"),
+               threads=numba_threads(K.assign._screen_fused_numba, n_thr), source=source,
+               note="one fused float32 screen + argmin over all subspaces, exact float64 recheck of near ties"),
         H.Impl("torch cdist + argmin (user code)", "peer", judged(_torch_call(torch_encode)),
                threads=f"{torch.get_num_threads()} (torch intra-op)", source="torch.cdist per subspace",
                note="cdist expands |x|^2 - 2x.c + |c|^2 through a matrix product"),
@@ -174,6 +201,14 @@ def bench_encode(ctx: H.Context, C, K, source: str) -> tuple[list[H.Row], dict]:
         impls.append(H.Impl("faiss ProductQuantizer.compute_codes", "peer", judged(lambda: fpq.compute_codes(x)),
                             threads=f"{n_thr} (faiss OpenMP)", source=f"faiss {faiss.__version__}, our centroids",
                             note="float32 distances"))
+    nanopq = nanopq_or_none()
+    if nanopq is not None:
+        npq = nanopq.PQ(m_sub, Ks=k, verbose=False)
+        npq.codewords = np.ascontiguousarray(books, dtype=np.float32)  # (M, K, d/M): our codebooks
+        npq.Ds = sub
+        impls.append(H.Impl("nanopq PQ.encode", "peer", judged(lambda: npq.encode(x)), threads="1 (scipy vq)",
+                            source=f"nanopq {getattr(nanopq, '__version__', '?')}, our codewords",
+                            note="scipy.cluster.vq.vq per subspace"))
     outputs = {i.name: i.fn() for i in impls if i.role == "peer"}
     ours = H._as_numpy(pq_nb.encode(x)).astype(np.int64)
     rows = H.bench_kernel(
@@ -237,8 +272,9 @@ def bench_adc(ctx: H.Context, C, K, source: str, pq_shape) -> tuple[list[H.Row],
         H.Impl("companion numpy", "reference", judged(lambda: C.adc_search(tables, codes, topk, backend="numpy")[1]),
                threads="1 (NumPy)", source=source, note="all distances, then a stable argsort"),
         H.Impl("companion numba", "companion", judged(lambda: C.adc_search(tables, codes, topk, backend="numba")[1]),
-               threads=numba_threads(C._c3_adc._adc_topk_numba, n_thr), source=source,
-               note="fused scan + insertion top-k, one query per thread"),
+               threads=numba_threads(C._c3_adc._adc_scan_numba, n_thr), source=source,
+               note="16 queries per pass over the codes (interleaved tables, one vector add per subspace), "
+                    "per-chunk top-k with a vector threshold test, merged in row order"),
         H.Impl("torch gather + topk (user code)", "peer", judged(_torch_call(torch_adc)),
                threads=f"{torch.get_num_threads()} (torch intra-op)", source="eager torch"),
     ]
@@ -300,13 +336,24 @@ def bench_vq(ctx: H.Context, C, K, source: str) -> list[H.Row]:
         H.Impl("companion numpy", "reference", judged(lambda: K.nearest_centroid(x, c, backend="numpy")[0]),
                threads="1 (NumPy elementwise)", source=source),
         H.Impl("companion numba", "companion", judged(lambda: K.nearest_centroid(x, c, backend="numba")[0]),
-               threads=numba_threads(K.assign._nearest_rows_numba, ctx.threads), source=source,
-               note="float64 matrix-product screen, then exact float64 distances for the candidates"),
+               threads=numba_threads(K.assign._screened32_block_numba, ctx.threads), source=source,
+               note="float32 sgemm screen (NumPy BLAS), fused numba argmin, exact float64 distances "
+                    "(near ties re-measured)"),
         H.Impl("torch cdist + argmin (user code)", "peer", judged(_torch_call(lambda: torch.cdist(xt, ct).argmin(1))),
                threads=f"{torch.get_num_threads()} (torch intra-op)", source="torch.cdist",
                note="matrix-product expansion in float32"),
     ]
-    outputs = {impls[2].name: impls[2].fn()}
+    vqp = vqp_or_none()
+    if vqp is not None:
+        vq = vqp.VectorQuantize(dim=d, codebook_size=k, kmeans_init=False).eval()
+        with torch.no_grad():
+            vq._codebook.embed.copy_(ct[None])  # (1, K, d): our codebook
+        impls.append(H.Impl("vector_quantize_pytorch VectorQuantize", "peer",
+                            judged(_torch_call(lambda: vq(xt[None])[1][0])),
+                            threads=f"{torch.get_num_threads()} (torch intra-op)",
+                            source=f"vector_quantize_pytorch {_version('vector_quantize_pytorch')}, our codebook",
+                            note="eval-mode forward (quantize, indices, loss); its cdist + argmax in float32"))
+    outputs = {i.name: i.fn() for i in impls if i.role == "peer"}
     ours = H._as_numpy(K.nearest_centroid(x, c, backend="numba")[0])
     rows = H.bench_kernel(
         ctx, kernel="nearest_centroid[VQ]", params={"n": n, "d": d, "K": k, "dtype": "float32"},
@@ -326,6 +373,7 @@ def run(ctx: H.Context) -> dict:
     adc_rows, _ = bench_adc(ctx, C, K, source, (pq.n_subspaces, pq.n_centroids, pq.dim_))
     rows += adc_rows
     rows += bench_vq(ctx, C, K, source)
-    note = ("peers absent here: nanopq, vector_quantize_pytorch (not installed); faiss-cpu "
-            + ("timed" if faiss_or_none() is not None else "not installed"))
+    peers = {"faiss-cpu": faiss_or_none(), "nanopq": nanopq_or_none(), "vector_quantize_pytorch": vqp_or_none()}
+    note = "; ".join(f"{name} {'timed' if mod is not None else 'not installed (row left out)'}"
+                     for name, mod in peers.items())
     return {"rows": rows, "checks": [], "source": source, "note": note}

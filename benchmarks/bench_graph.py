@@ -29,6 +29,28 @@ and numba (parallel over edges) backends on a Watts-Strogatz graph with 2,000 ed
 (100 in tiny mode), checked against ``method="exact"`` (one HiGHS LP per edge,
 ~3.5 s for 2,000 edges) at both sizes, tolerance 1e-3.
 
+``random_walk_step(P^T, X)`` (``companion.positional.graph_pe``), one step of B = 32
+walker distributions, ``X <- P^T X`` with the CSR operator of
+``random_walk_operator``, on a random geometric graph (uniform points in the unit
+square, mean degree 10) of 2^20 nodes (2,000 in tiny mode): X and the output are
+256 MB each in float64, far beyond the caches. Rows: local node order (strips of the
+square, neighbours within ~2 strips of labels) in float64 and float32, and the same
+graph under a random relabelling in float64, which turns every gathered row of X
+into a cache miss. Companion NumPy (gather + ``np.add.reduceat``), companion numba
+into a preallocated output (ours) and into a fresh one, ``scipy.sparse`` CSR @ dense
+(one thread) and ``torch.sparse.mm`` on a CSR tensor (user code). All are checked
+against a float64 SciPy product (atol 32 eps max|ref|).
+
+``laplacian_pe(adj, k=8)`` on the largest component (1,999 nodes) of a random
+geometric graph (2,000 points, seed 1; ~280 nodes in tiny mode), beside
+``torch_geometric.transforms.AddLaplacianEigenvectorPE`` (eigsh ``which='SA'``, float32,
+random signs). Eigenvectors have no sign, so each output is brought to companion's
+sign convention (largest-magnitude entry positive, O(n k)) before the comparison;
+the check is against a dense float64 ``eigh`` (1e-8 for ours, 1e-4 for the float32
+peer). The graph's smallest eigenvalue gap (1.2e-4) is recorded in the params: a
+repeated eigenvalue would make the comparison meaningless. Dense ``torch.linalg.eigh``
+(what a user might write) is not a row: it took 2-24 s per call at 2,000 nodes here.
+
 In full mode the slow kernels skip the extra warm-up call: each implementation's
 correctness call, made just before timing, already warmed it (and compiled numba).
 
@@ -39,6 +61,11 @@ Accounting (``bytes_min`` / ``flops_min``):
   flops = 2 x the multiply-adds of the exact t-hop-ball propagation (counted exactly
   per graph). That is the work of the best exact method we know, not a bound on every
   algorithm (a Monte-Carlo estimate does less).
+* random-walk step: bytes = the CSR arrays read once (row pointers, 4-byte indices,
+  values) + X read once + the output written once; flops = 2 nnz B. Gathered rows of
+  X read more than once from memory are not counted (the random-order row pays them).
+* Laplacian PE: bytes = the graph read + the (n, k) output written; flops = 0 (no
+  useful lower bound for an iterative eigensolver): frac_ceiling is meaningless there.
 * Fourier: bytes = coords read + B read + the (n, 2F) float32 output written;
   flops = the phase ``2 pi x.B`` (2 d + 1 per entry); cos and sin are not counted.
 * curvature: bytes = the CSR graph read + the (E, 2) int64 edges and (E,) float64
@@ -58,9 +85,14 @@ import harness as H
 from bench_positional import EPS32, _torch_call, load_positional, numba_threads
 
 SIZES = {
-    "full": {"rw_large": 100, "rw_dense": 45, "rw_sample": 512, "fourier": 65_536, "curv": (1000, 4, 0.1)},
-    "tiny": {"rw_large": 14, "rw_dense": 8, "rw_sample": None, "fourier": 1_024, "curv": (50, 4, 0.1)},
+    "full": {"rw_large": 100, "rw_dense": 45, "rw_sample": 512, "fourier": 65_536, "curv": (1000, 4, 0.1),
+             "step": 1 << 20, "lap": 2000},
+    "tiny": {"rw_large": 14, "rw_dense": 8, "rw_sample": None, "fourier": 1_024, "curv": (50, 4, 0.1),
+             "step": 2000, "lap": 300},
 }
+STEP_B = 32
+STEP_DEGREE = 10.0
+LAP_K = 8
 K = 16
 N_FREQ = 256
 SCALE = 10.0
@@ -236,6 +268,176 @@ def bench_random_walk(ctx: H.Context, P, source: str) -> list[H.Row]:
     return rows
 
 
+# ------------------------------------------------------------ random-walk step
+
+
+def geometric_graph(n: int, mean_degree: float, *, order: str, seed: int = 0) -> sp.csr_matrix:
+    """Random geometric graph: ``n`` uniform points in the unit square, edges between
+    points closer than ``r = sqrt(mean_degree / (pi n))``.
+
+    ``order="local"`` numbers the points strip by strip (strips of height ``r``,
+    sorted by x inside a strip), so every neighbour of node ``v`` has a label within
+    about two strips (``~2 n r`` labels) of ``v``: the order a mesh or a spatial sort
+    gives. ``order="random"`` relabels the same graph by a random permutation.
+    """
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(seed)
+    pts = rng.random((n, 2))
+    r = math.sqrt(mean_degree / (math.pi * n))
+    pts = pts[np.argsort(np.floor(pts[:, 1] / r) * 2.0 + pts[:, 0], kind="stable")]
+    if order == "random":
+        pts = pts[rng.permutation(n)]
+    elif order != "local":
+        raise ValueError(order)
+    pairs = cKDTree(pts).query_pairs(r, output_type="ndarray")
+    i, j = pairs[:, 0], pairs[:, 1]
+    a = sp.csr_matrix((np.ones(2 * i.size), (np.r_[i, j], np.r_[j, i])), shape=(n, n))
+    a.sum_duplicates()
+    a.sort_indices()
+    return a
+
+
+def torch_csr(op: sp.csr_matrix):
+    """The operator as a torch sparse CSR tensor (shares the SciPy arrays)."""
+    import torch
+
+    return torch.sparse_csr_tensor(torch.from_numpy(op.indptr), torch.from_numpy(op.indices),
+                                   torch.from_numpy(op.data), size=op.shape)
+
+
+def bench_random_walk_step(ctx: H.Context, P, source: str) -> list[H.Row]:
+    """``random_walk_step(P^T, X)``: B walker distributions moved one step (CSR times dense)."""
+    import warnings
+
+    import torch
+    from companion.positional import graph_pe
+
+    n_nodes = SIZES["tiny" if ctx.tiny else "full"]["step"]
+    nt = ctx.threads
+    rows: list[H.Row] = []
+    graphs = {}
+    for order, dtype in (("local", np.float64), ("local", np.float32), ("random", np.float64)):
+        if order not in graphs:
+            graphs[order] = geometric_graph(n_nodes, STEP_DEGREE, order=order)
+        a = graphs[order]
+        op = graph_pe.random_walk_operator(a, dtype=dtype)
+        x = np.random.default_rng(1).random((n_nodes, STEP_B)).astype(dtype)  # (n, B)
+        buffer = np.empty_like(x)
+        buffer[...] = 0  # touched outside the timing
+        ref = (graph_pe.random_walk_operator(a) @ x.astype(np.float64))  # float64 reference
+        eps = EPS32 if dtype == np.float32 else np.finfo(np.float64).eps
+        tol = {"atol": 32 * eps * float(np.abs(ref).max()), "rtol": 0.0}
+
+        def check64(out, ref=ref, tol=tol):
+            return H.compare(out, ref, against="float64 scipy product", **tol)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch: "sparse CSR support is in beta"
+            opt = torch_csr(op)
+        xt = torch.from_numpy(x)
+        impls = [
+            H.Impl("companion numpy", "reference", lambda op=op, x=x: graph_pe.random_walk_step(op, x, backend="numpy"),
+                   threads="1 (NumPy)", source=source, note="blocks of 2^16 entries: gather, multiply, np.add.reduceat"),
+            H.Impl("companion numba (out=)", "companion",
+                   lambda op=op, x=x, b=buffer: graph_pe.random_walk_step(op, x, backend="numba", out=b),
+                   threads=numba_threads(P, "graph_pe._step_rows_parallel", nt), source=source,
+                   note="one pass over the CSR rows into a preallocated output"),
+            H.Impl("companion numba", "companion", lambda op=op, x=x: graph_pe.random_walk_step(op, x, backend="numba"),
+                   threads=numba_threads(P, "graph_pe._step_rows_parallel", nt), source=source,
+                   note="fresh output array (its page faults are timed)"),
+            H.Impl("scipy.sparse csr @ dense", "peer", lambda op=op, x=x: op @ x,
+                   threads="1 (scipy sparsetools)", source="scipy.sparse"),
+            H.Impl("torch.sparse.mm (user code)", "peer", _torch_call(lambda opt=opt, xt=xt: torch.sparse.mm(opt, xt)),
+                   threads=f"{torch.get_num_threads()} (torch intra-op)", source="eager torch, sparse CSR tensor",
+                   convention="int32 CSR indices, same values"),
+        ]
+        rows += H.bench_kernel(
+            _heavy(ctx),
+            kernel=f"random_walk_step[{order} order, {np.dtype(dtype).name}, B={STEP_B}]",
+            params={"graph": f"random geometric, mean degree {STEP_DEGREE:g}, {order} node order",
+                    "n_nodes": n_nodes, "nnz": int(op.nnz), "B": STEP_B, "dtype": np.dtype(dtype).name,
+                    "x_bytes": int(x.nbytes), "csr_bytes": int(op.indptr.nbytes + op.indices.nbytes + op.data.nbytes)},
+            impls=impls,
+            ours="companion numba (out=)",
+            reference="companion numpy",
+            check64=check64,
+            peer_tol=tol,
+            bytes_min=int(op.indptr.nbytes + op.indices.nbytes + op.data.nbytes + 2 * x.nbytes),
+            flops_min=2 * int(op.nnz) * STEP_B,
+        )
+        del ref, buffer
+    return rows
+
+
+# ------------------------------------------------------------- Laplacian PE
+
+
+def _sign_fixed(pe) -> np.ndarray:
+    """Columns flipped so that each one's entry of largest magnitude is positive (companion's convention)."""
+    from companion.positional.graph_pe import _fix_signs
+
+    return _fix_signs(np.asarray(H._as_numpy(pe), dtype=np.float64))
+
+
+def bench_laplacian_pe(ctx: H.Context, P, source: str) -> list[H.Row]:
+    """``laplacian_pe(adj, k=8)`` beside PyG's AddLaplacianEigenvectorPE (signs compared up to a flip)."""
+    import scipy.linalg
+    import scipy.sparse.csgraph as csgraph
+    import torch
+
+    n0 = SIZES["tiny" if ctx.tiny else "full"]["lap"]
+    a = geometric_graph(n0, STEP_DEGREE, order="local", seed=1)
+    _, lab = csgraph.connected_components(a, directed=False)
+    keep = np.flatnonzero(lab == np.bincount(lab).argmax())  # largest component: one zero eigenvalue
+    a = sp.csr_matrix(a[keep][:, keep])
+    n = a.shape[0]
+    lap = P.laplacian(a).toarray()
+    vals, vecs = scipy.linalg.eigh(lap, subset_by_index=[0, LAP_K])
+    ref = _sign_fixed(vecs[:, 1:])
+    tol = {"atol": 1e-8, "rtol": 0.0}
+    peer_tol = {"atol": 1e-4, "rtol": 0.0}  # float32 output of PyG; eigsh 'SA' convergence
+
+    def check64(out):
+        o = _sign_fixed(out)
+        t = tol if H._as_numpy(out).dtype == np.float64 else peer_tol
+        return H.compare(o, ref, against="float64 dense eigh, signs fixed", **t)
+
+    coo = a.tocoo()
+    ei = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+    impls = [
+        H.Impl("companion", "companion", lambda: P.laplacian_pe(a, LAP_K), threads="1 (scipy ARPACK + SuperLU)",
+               source=source, note="shift-invert eigsh above 1,024 nodes, dense eigh below; signs fixed"),
+    ]
+    try:
+        import torch_geometric
+        from torch_geometric.data import Data
+        from torch_geometric.transforms import AddLaplacianEigenvectorPE
+
+        transform = AddLaplacianEigenvectorPE(LAP_K, attr_name="laplacian_pe", is_undirected=True)
+        impls.append(H.Impl(
+            "torch_geometric AddLaplacianEigenvectorPE", "peer",
+            _torch_call(lambda: _sign_fixed(transform(Data(edge_index=ei, num_nodes=n)).laplacian_pe).astype(np.float32)),
+            threads="1 (scipy ARPACK)", convention="float32 output, random signs (fixed like ours after the call)",
+            source=f"torch_geometric {torch_geometric.__version__}",
+            note="eigsh(which='SA') on the sym-normalized Laplacian, fresh Data per call"))
+    except ImportError:
+        pass
+    return H.bench_kernel(
+        _heavy(ctx),
+        kernel=f"laplacian_pe[k={LAP_K}]",
+        params={"graph": "random geometric (mean degree 10, seed 1), largest component", "n_nodes": n,
+                "nnz": int(a.nnz), "k": LAP_K, "normalized": True, "min_eigen_gap": float(np.diff(vals).min())},
+        impls=impls,
+        ours="companion",
+        reference=None,
+        check64=check64,
+        peer_tol=peer_tol,
+        bytes_min=12 * int(a.nnz) + 8 * (n + 1) + 8 * n * LAP_K,
+        flops_min=0,
+    )
+
+
 def bench_fourier(ctx: H.Context, P, source: str) -> list[H.Row]:
     import torch
 
@@ -324,6 +526,8 @@ def run(ctx: H.Context) -> dict:
     P, source = load_positional()
     ctx.log(f"graph kernels from: {source}")
     rows = bench_random_walk(ctx, P, source)
+    rows += bench_random_walk_step(ctx, P, source)
+    rows += bench_laplacian_pe(ctx, P, source)
     rows += bench_fourier(ctx, P, source)
     rows += bench_curvature(ctx, P, source)
     return {"rows": rows, "checks": [], "source": source, "note": pyg_rwpe()[1]}

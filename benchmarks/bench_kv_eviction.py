@@ -1,4 +1,4 @@
-"""KV-cache eviction kernels beside the torch code a user would write (row C1 of shared/BENCHMARKS.md).
+"""KV-cache eviction kernels beside kvpress and the torch code a user would write (row C1 of shared/BENCHMARKS.md).
 
 Workload: one layer's cache, B = 1, H_kv = 8 heads, T = 16,384 tokens, d = 128, float32;
 keep half of the tokens (ratio 0.5). Three scorers feed the same select-and-gather step:
@@ -10,15 +10,28 @@ keep half of the tokens (ratio 0.5). Three scorers feed the same select-and-gath
   kvpress scores once at prefill).
 
 Implementations: companion NumPy reference, companion numba (``compress_kv``, with
-``accumulate_attention`` for H2O), and the torch code kvpress runs inside its presses
-(``scores.topk(n_kept).indices`` then ``gather``), written out because **kvpress is not
-installed here** (its package pulls model hubs we cannot reach). Its top-k returns
-indices in score order, ours in position order: the torch code sorts them so the outputs
-can be compared entry by entry, and the kept-index *sets* are checked identical on
-tie-free scores. A float64 NumPy reference checks every output.
+``accumulate_attention`` for H2O), the torch code kvpress runs inside its presses
+(``scores.topk(n_kept).indices`` then ``gather``) written out, and, for knorm and
+streaming_llm, kvpress itself: ``KnormPress(compression_ratio=0.5)`` and
+``StreamingLLMPress(compression_ratio=0.5, n_sink=4)``, calling their
+``compress(module, hidden_states, keys, values, attentions, kwargs)`` with a stub
+``module`` that has the one attribute it reads (``head_dim``).
+
+Orders: ours keep the positions ascending; torch's top-k returns them in score order,
+and the written-out torch code sorts them before the gather. kvpress does not sort: its
+kept rows come in top-k order (descending score; for streaming_llm an unspecified order
+among equal scores). For the comparison only (outside the timed call) each kvpress row is
+located in the input keys by an exact match of its bytes and the rows are put in position
+order; the kept position *sets* are checked identical to ours (tie-free knorm scores).
+
+The knorm score of our rows is ``-sqrt(einsum("...d,...d", K, K))`` (one pass over K, no
+temporary; ``np.linalg.norm(K, axis=-1)`` squares K into a 67 MB temporary first and costs
+about three times as much), the torch rows use ``Kt.norm(dim=-1)``, kvpress its own
+``vector_norm``. A float64 NumPy reference checks every output.
 
 The floor is the bytes that must move: read K and V (2 * 8 * 16384 * 128 * 4 B = 134 MB)
-and write the kept half (67 MB).
+and write the kept half (67 MB). Every implementation returns fresh arrays, so the
+writes land on newly mapped pages (the harness' "fresh output" copy rate applies).
 """
 
 from __future__ import annotations
@@ -67,6 +80,89 @@ def torch_compress(keys, values, scores, n_keep: int, n_sinks: int, n_recent: in
     return keys.gather(2, gather), values.gather(2, gather)
 
 
+class _PositionOrdered:
+    """kvpress' kept (keys, values), compared in position order (the reordering runs only when compared).
+
+    ``kvpress`` returns kept rows in top-k order. Each returned key row is found in the
+    input ``keys`` by an exact match of its bytes (random keys: no two rows are equal),
+    giving the kept positions; rows are then sorted by position. ``positions()`` gives
+    the kept position sets, sorted, of shape (B, H, n_kept).
+    """
+
+    def __init__(self, kept, keys):
+        self.kept = kept  # (kept keys, kept values), torch tensors (B, H, n_kept, d)
+        self.keys = keys  # the input keys, NumPy (B, H, T, d)
+
+    def positions(self) -> np.ndarray:
+        kk = H._as_numpy(self.kept[0])
+        lead, (n_kept, d) = kk.shape[:-2], kk.shape[-2:]
+        void = np.dtype((np.void, d * kk.dtype.itemsize))
+        src = np.ascontiguousarray(self.keys).reshape(-1, self.keys.shape[-2], d)
+        got = np.ascontiguousarray(kk).reshape(-1, n_kept, d)
+        pos = np.empty(got.shape[:2], dtype=np.int64)
+        for r in range(src.shape[0]):
+            rows = src[r].view(void).ravel()
+            order = np.argsort(rows)
+            found = order[np.searchsorted(rows[order], got[r].view(void).ravel())]
+            if not np.array_equal(src[r][found], got[r]):
+                raise AssertionError("a kvpress row is not a row of the input keys")
+            pos[r] = found
+        return pos.reshape(lead + (n_kept,))
+
+    def _ordered(self) -> list[np.ndarray]:
+        order = np.argsort(self.positions(), axis=-1)[..., None]
+        return [np.take_along_axis(H._as_numpy(x), order, axis=-2) for x in self.kept]
+
+    def __getitem__(self, i):
+        return self._ordered()[i]
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.stack(self._ordered())
+        return out if dtype is None else out.astype(dtype)
+
+
+def _kvpress_impls(case: str, Kt, Vt, K, n_keep: int, d: int, n: int, kept_ours: np.ndarray, checks: list):
+    """The kvpress row for ``case`` (knorm or streaming_llm), after checking its kept position sets."""
+    import types
+
+    import torch
+
+    try:
+        import kvpress
+        from kvpress import KnormPress, StreamingLLMPress
+    except ImportError:  # pragma: no cover - a benchmark peer, not a dependency
+        return []
+    if case == "knorm":
+        press = KnormPress(compression_ratio=RATIO)
+        label = f"kvpress KnormPress(compression_ratio={RATIO})"
+    elif case == "streaming_llm":
+        press = StreamingLLMPress(compression_ratio=RATIO, n_sink=N_SINKS)
+        label = f"kvpress StreamingLLMPress(compression_ratio={RATIO}, n_sink={N_SINKS})"
+    else:
+        return []
+    module = types.SimpleNamespace(head_dim=d)  # the one attribute ScorerPress.compress reads
+
+    def call():
+        with torch.inference_mode():
+            return _PositionOrdered(press.compress(module, None, Kt, Vt, None, {}), K)
+
+    out = call()
+    same = out.kept[0].shape[-2] == n_keep and bool(np.array_equal(np.sort(out.positions(), axis=-1), kept_ours))
+    checks.append({"name": f"{case}: kvpress kept position sets == companion select_keep's", "ok": same})
+    version = getattr(kvpress, "__version__", None)
+    if version is None:
+        from importlib import metadata
+
+        version = metadata.version("kvpress")
+    return [H.Impl("kvpress " + type(press).__name__, "peer", call,
+                   threads=f"{n} (torch intra-op)",
+                   convention="kept rows in top-k order; compared after sorting by position",
+                   source=f"kvpress {version} {label}.compress(module, None, K, V, None, {{}})",
+                   note="kvpress keeps top-k order (descending score); each kept row is located in K "
+                        "by exact match and sorted by position for the comparison only (untimed); "
+                        "kept position sets checked identical to ours")]
+
+
 def _torch_call(fn):
     import torch
 
@@ -110,7 +206,7 @@ def bench_eviction(ctx: H.Context, E, source: str) -> tuple[list[H.Row], list[di
 
         def ours(backend, case=case, n_sinks=n_sinks, n_recent=n_recent):
             if case == "knorm":
-                scores = -np.linalg.norm(K, axis=-1)  # (B, H, T)
+                scores = -np.sqrt(np.einsum("...d,...d->...", K, K))  # (B, H, T): -|k|, one pass, no temporary
             elif case == "streaming_llm":
                 scores = np.zeros((B, Hh, T), dtype=np.float32)
             else:
@@ -135,13 +231,15 @@ def bench_eviction(ctx: H.Context, E, source: str) -> tuple[list[H.Row], list[di
             H.Impl("companion numpy", "reference", lambda ours=ours: ours("numpy"),
                    threads="1 (NumPy argsort)", convention="kept indices ascending", source=source),
             H.Impl("companion numba", "companion", lambda ours=ours: ours("numba"),
-                   threads="1 (numba kernel is serial)", convention="kept indices ascending", source=source),
+                   threads=f"{n} (numba parallel over rows and kept ranges)", convention="kept indices ascending",
+                   source=source),
             H.Impl("torch topk + gather (kvpress-style user code)", "peer", _torch_call(torch_user),
                    threads=f"{torch.get_num_threads()} (torch intra-op)",
                    convention="topk indices sorted before the gather",
-                   source="eager torch; kvpress itself is not installed here",
+                   source="eager torch (the press logic written out, sorted indices)",
                    note="kvpress ScorerPress.compress does scores.topk(n_kept).indices + gather"),
         ]
+        impls += _kvpress_impls(case, Kt, Vt, K, n_keep, d, n, got, checks)
         rows += H.bench_kernel(
             ctx,
             kernel=f"compress_kv[{case}]",
@@ -161,6 +259,6 @@ def bench_eviction(ctx: H.Context, E, source: str) -> tuple[list[H.Row], list[di
 def run(ctx: H.Context) -> dict:
     """All KV-eviction rows and checks: ``{"rows": [...], "checks": [...], "source": ...}``."""
     E, source = load_eviction()
-    ctx.log(f"eviction kernels from: {source} (kvpress is not installed: its presses are written out in torch)")
+    ctx.log(f"eviction kernels from: {source}")
     rows, checks = bench_eviction(ctx, E, source)
     return {"rows": rows, "checks": checks, "source": source}

@@ -4,8 +4,10 @@ M = 262,144 keys x d = 64 float32, k = 32, inner product, for a chunk of Q = 512
 queries and for one decoding query (Q = 1):
 
 * companion NumPy reference (BLAS block scores + ``argpartition``);
-* companion numba (BLAS block scores merged by the parallel numba kernel; the default);
-* companion numba BLAS-free (dot products and selection in one numba pass, no score block);
+* companion numba (the default: for Q = 512 BLAS block scores merged by the parallel numba
+  kernel, for Q = 1 the BLAS-free kernel below);
+* companion numba BLAS-free (dot products and selection in one numba pass, parallel over
+  ranges of keys, software prefetch; no score block);
 * ``torch.topk(q @ K.T, 32)``, the code a user would write;
 * faiss ``IndexFlatIP(d)`` (exact inner-product search; the index is built once,
   outside the timing, as a datastore would be).
@@ -35,7 +37,9 @@ def load_topk():
     return T, "companion.kernels.topk"
 
 
-def _thread_note(T, n: int) -> str:
+def _thread_note(T, n: int, n_queries: int) -> str:
+    if n_queries <= getattr(T, "_DIRECT_MAX_QUERIES", 0):
+        return f"{n} (numba parallel over key ranges, BLAS-free)"
     parallel = bool(T._merge_block_numba.targetoptions.get("parallel"))
     return f"{n} (numba parallel merge + BLAS)" if parallel else f"{n} (BLAS), merge serial"
 
@@ -68,10 +72,10 @@ def run(ctx: H.Context) -> dict:
                    threads=f"{n} (BLAS)", convention="inner product, exact", source=source),
             H.Impl("companion numba", "companion",
                    lambda q=queries: T.topk_inner_product(q, keys, k, backend="numba")[1],
-                   threads=_thread_note(T, n), convention="inner product, exact", source=source),
+                   threads=_thread_note(T, n, n_queries), convention="inner product, exact", source=source),
             H.Impl("companion numba BLAS-free", "companion",
                    lambda q=queries: T._topk_numba_direct(q, keys, k, 0)[1],
-                   threads=f"{n} (numba parallel over queries)", convention="inner product, exact",
+                   threads=f"{n} (numba parallel over key ranges)", convention="inner product, exact",
                    source=source + "._topk_numba_direct", note="no score block; dot products in numba"),
             H.Impl("torch matmul + topk (user code)", "peer",
                    lambda q=queries_t: torch.topk(q @ keys_t.T, k, dim=1).indices,

@@ -9,7 +9,7 @@ import numpy as np
 
 from .._validation import check_array, check_int
 from ..backend import array_kind, array_module, for_backend, resolve_backend, to_kind
-from ..kernels.assign import nearest_centroid
+from ..kernels.assign import nearest_centroid, pq_assign_numba
 from ._c3_adc import adc_search
 from ._c3_kmeans import as_generator, kmeans
 
@@ -178,6 +178,11 @@ class ProductQuantizer(_CodebookQuantizer):
     def encode(self, x: Any) -> Any:
         """Codes ``(n, M)`` (uint8 for K <= 256): nearest codeword of each slice.
 
+        The numba backend encodes float32 vectors with float32 codebooks in one
+        fused kernel over all subspaces (a float32 screen with an exact float64
+        recheck of near ties, ``companion.kernels.assign.pq_assign_numba``); the
+        codes are those of :func:`companion.kernels.nearest_centroid` on every slice.
+
         Parameters
         ----------
         x : array of shape (n, d)
@@ -196,6 +201,10 @@ class ProductQuantizer(_CodebookQuantizer):
         xp = array_module(xb)
         sub = self.dim_ // self.n_subspaces
         codes = xp.empty((xb.shape[0], self.n_subspaces), dtype=code_dtype(self.n_centroids))  # (n, M)
+        if name == "numba" and xb.dtype == np.float32 and books.dtype == np.float32:
+            # all subspaces in one fused kernel (float32 screen, exact recheck): same codes
+            if pq_assign_numba(xb, books, codes):
+                return to_kind(codes, kind, like=x)
         for m in range(self.n_subspaces):
             labels, _ = nearest_centroid(xb[:, m * sub:(m + 1) * sub], books[m], backend=name)
             codes[:, m] = labels

@@ -14,7 +14,9 @@ A cache policy that works under a token budget does three things over and over:
 
 Each function validates its input, then runs a readable NumPy reference
 (``backend="numpy"``), a numba kernel (``"numba"``, one pass per row of
-``batch * heads``) or CuPy array code (``"cupy"``), chosen by
+``batch * heads``; selection and gathering run in parallel over rows and
+ranges of kept entries once the input is large enough to pay for waking the
+other threads) or CuPy array code (``"cupy"``), chosen by
 :func:`companion.backend.dispatch`. NumPy, CuPy and torch arrays are accepted
 and the result has the kind of the input.
 
@@ -136,47 +138,66 @@ def _select_numpy(scores, n_keep, n_sinks, n_recent):
 
 
 @numba.njit(cache=True)
-def _select_rows_numba(scores, n_keep, n_sinks, n_recent, out):  # pragma: no cover - jitted
-    """Per row: a partial sort (``np.partition``, linear time) finds the ``n_top``-th best
+def _select_row(scores, n_keep, n_sinks, n_recent, out):  # pragma: no cover - jitted
+    """One row: a partial sort (``np.partition``, linear time) finds the ``n_top``-th best
     score; one pass then takes everything above it and the oldest entries equal to it,
-    which yields the kept indices already in ascending order."""
-    rows, n = scores.shape
+    which yields the kept indices already in ascending order (no sort of the kept indices)."""
+    n = scores.shape[0]
     n_top = n_keep - n_sinks - n_recent
     stop = n - n_recent
     n_middle = stop - n_sinks
-    for r in range(rows):
-        k = 0
-        for j in range(n_sinks):
-            out[r, k] = j
-            k += 1
-        if n_top > 0:
-            neg = np.empty(n_middle, dtype=scores.dtype)
-            for j in range(n_middle):
-                neg[j] = -scores[r, n_sinks + j]
-            cut = -np.partition(neg, n_top - 1)[n_top - 1]  # the n_top-th largest score
-            above = 0
-            for j in range(n_sinks, stop):
-                if scores[r, j] > cut:
-                    above += 1
-            ties_left = n_top - above
-            for j in range(n_sinks, stop):
-                v = scores[r, j]
-                if v > cut:
-                    out[r, k] = j
-                    k += 1
-                elif v == cut and ties_left > 0:
-                    out[r, k] = j
-                    k += 1
-                    ties_left -= 1
-        for j in range(stop, n):
-            out[r, k] = j
-            k += 1
+    k = 0
+    for j in range(n_sinks):
+        out[k] = j
+        k += 1
+    if n_top > 0:
+        neg = np.empty(n_middle, dtype=scores.dtype)
+        for j in range(n_middle):
+            neg[j] = -scores[n_sinks + j]
+        cut = -np.partition(neg, n_top - 1)[n_top - 1]  # the n_top-th largest score
+        above = 0
+        for j in range(n_sinks, stop):
+            if scores[j] > cut:
+                above += 1
+        ties_left = n_top - above
+        for j in range(n_sinks, stop):
+            v = scores[j]
+            if v > cut:
+                out[k] = j
+                k += 1
+            elif v == cut and ties_left > 0:
+                out[k] = j
+                k += 1
+                ties_left -= 1
+    for j in range(stop, n):
+        out[k] = j
+        k += 1
+
+
+@numba.njit(cache=True, parallel=True)
+def _select_rows_numba(scores, n_keep, n_sinks, n_recent, out):  # pragma: no cover - jitted
+    """:func:`_select_row` for every row of ``scores`` (rows, n), in parallel over rows."""
+    for r in numba.prange(scores.shape[0]):
+        _select_row(scores[r], n_keep, n_sinks, n_recent, out[r])
+
+
+@numba.njit(cache=True)
+def _select_rows_serial(scores, n_keep, n_sinks, n_recent, out):  # pragma: no cover - jitted
+    """:func:`_select_row` for every row, on the calling thread (small inputs)."""
+    for r in range(scores.shape[0]):
+        _select_row(scores[r], n_keep, n_sinks, n_recent, out[r])
+
+
+#: Below this many numbers of work a kernel runs on the calling thread: waking the other
+#: numba threads costs tens of microseconds on a quiet machine and milliseconds on a busy one.
+_PARALLEL_MIN_WORK = 1 << 17
 
 
 def _select_numba(scores, n_keep, n_sinks, n_recent):
     s = _rows(scores, 1)
     out = np.empty((s.shape[0], n_keep), dtype=np.int64)
-    _select_rows_numba(s, n_keep, n_sinks, n_recent, out)
+    kernel = _select_rows_numba if s.shape[0] > 1 and s.size >= _PARALLEL_MIN_WORK else _select_rows_serial
+    kernel(s, n_keep, n_sinks, n_recent, out)
     return out.reshape(scores.shape[:-1] + (n_keep,))
 
 
@@ -262,15 +283,59 @@ def select_keep(
 
 
 # ================================================================ compress_kv
-@numba.njit(cache=True)
-def _gather_rows_numba(x, index, out):  # pragma: no cover - jitted
+@numba.njit(cache=True, inline="always")
+def _gather_task(keys, values, index, r, t, stop, out_k, out_v):  # pragma: no cover - jitted
+    """Copy kept slots ``t .. stop`` of row ``r``; a run of consecutive positions is one contiguous slice."""
+    while t < stop:
+        src = index[r, t]
+        end = t + 1
+        while end < stop and index[r, end] == src + (end - t):
+            end += 1
+        run = end - t
+        out_k[r, t:end, :] = keys[r, src:src + run, :]
+        out_v[r, t:end, :] = values[r, src:src + run, :]
+        t = end
+
+
+@numba.njit(cache=True, parallel=True)
+def _gather_kv_numba(keys, values, index, n_split, out_k, out_v):  # pragma: no cover - jitted
+    """``out_k[r, t] = keys[r, index[r, t]]`` and the same for the values, in parallel.
+
+    ``rows * n_split`` tasks (``prange``), each a contiguous range of one row's kept
+    slots. A run of consecutive kept positions (a sliding window, the sinks) is
+    copied as one contiguous slice of ``run * d`` numbers, i.e. as a ``memcpy``;
+    scattered positions are copied one ``d``-long row at a time. Keys and values
+    are gathered in the same pass over the index.
+    """
     rows, n_keep = index.shape
-    d = x.shape[2]
-    for r in range(rows):
-        for t in range(n_keep):
-            src = index[r, t]
-            for c in range(d):
-                out[r, t, c] = x[r, src, c]
+    per = (n_keep + n_split - 1) // n_split
+    for task in numba.prange(rows * n_split):
+        r = task // n_split
+        t = min(n_keep, (task % n_split) * per)
+        _gather_task(keys, values, index, r, t, min(n_keep, t + per), out_k, out_v)
+
+
+@numba.njit(cache=True)
+def _gather_kv_serial(keys, values, index, n_split, out_k, out_v):  # pragma: no cover - jitted
+    """:func:`_gather_kv_numba` on the calling thread (small inputs; ``n_split`` is unused)."""
+    for r in range(index.shape[0]):
+        _gather_task(keys, values, index, r, 0, index.shape[1], out_k, out_v)
+
+
+def _gather_numba(k, v, index, lead, n_keep):
+    """Fresh (..., n_keep, d) outputs filled by :func:`_gather_kv_numba` (or its serial twin when small)."""
+    idx2 = index.reshape(-1, n_keep)
+    k3, v3 = _rows(k, 2), _rows(v, 2)  # (rows, n, d)
+    rows = idx2.shape[0]
+    out_k = np.empty((rows, n_keep, k3.shape[2]), dtype=k3.dtype)
+    out_v = np.empty((rows, n_keep, v3.shape[2]), dtype=v3.dtype)
+    if out_k.size + out_v.size >= _PARALLEL_MIN_WORK:
+        # enough tasks to keep every thread busy (and to balance a loaded machine), each at least 64 slots
+        n_split = int(max(1, min(-(-4 * numba.get_num_threads() // max(rows, 1)), n_keep // 64)))
+        _gather_kv_numba(k3, v3, idx2, n_split, out_k, out_v)
+    else:
+        _gather_kv_serial(k3, v3, idx2, 1, out_k, out_v)
+    return out_k.reshape(lead[:-1] + (n_keep, k3.shape[2])), out_v.reshape(lead[:-1] + (n_keep, v3.shape[2]))
 
 
 def compress_kv(
@@ -328,14 +393,7 @@ def compress_kv(
     index = kernel(s, n_keep, n_sinks, n_recent)  # (..., n_keep)
     k, v = for_backend(keys, name), for_backend(values, name)
     if name == "numba":
-        idx2 = index.reshape(-1, n_keep)
-        outs = []
-        for x in (k, v):
-            x3 = _rows(x, 2)  # (rows, n, d)
-            out = np.empty((x3.shape[0], n_keep, x3.shape[2]), dtype=x3.dtype)
-            _gather_rows_numba(x3, idx2, out)
-            outs.append(out.reshape(lead[:-1] + (n_keep, x.shape[-1])))
-        kept_k, kept_v = outs
+        kept_k, kept_v = _gather_numba(k, v, index, lead, n_keep)
     else:
         xp = np if name == "numpy" else __import__("cupy")
         kept_k = xp.take_along_axis(k, index[..., None], axis=-2)

@@ -16,7 +16,7 @@ Length generalization (chapter P2): :func:`randomized_positions` and
 longer sequences; :func:`run_length_generalization` trains on short
 sequences and tests on long ones.
 
-Graphs (chapter P4): :func:`laplacian_pe`, :func:`random_walk_pe`,
+Graphs (chapter P4): :func:`laplacian_pe`, :func:`random_walk_pe` (one walk step: :func:`random_walk_step`),
 :func:`random_feature_propagation`, :func:`ego_edge_encoding`, :func:`wl_colors`
 and the message-passing classifier :class:`SimpleMPNN`.
 
@@ -70,7 +70,9 @@ from .graph_pe import (
     laplacian_pe,
     random_feature_propagation,
     random_sign_flip,
+    random_walk_operator,
     random_walk_pe,
+    random_walk_step,
 )
 from .relative import RelativePositionBias, relative_position_bucket
 from .rope import LAYOUTS, rope_angles, rope_apply, rope_apply_torch
@@ -129,7 +131,9 @@ __all__ += [
     "laplacian",
     "laplacian_pe",
     "random_sign_flip",
+    "random_walk_operator",
     "random_walk_pe",
+    "random_walk_step",
     "random_feature_propagation",
     "DENSE_EIGH_MAX_NODES",
     "EGO_EDGE_FEATURES",

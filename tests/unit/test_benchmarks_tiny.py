@@ -16,6 +16,7 @@ EXPECTED = {
     'pq_encode': {
         'companion numba',
         'companion numpy',
+        'nanopq PQ.encode',
         'faiss ProductQuantizer.compute_codes',
         'torch cdist + argmin (user code)',
     },
@@ -28,6 +29,7 @@ EXPECTED = {
     'nearest_centroid[VQ]': {
         'companion numba',
         'companion numpy',
+        'vector_quantize_pytorch VectorQuantize',
         'torch cdist + argmin (user code)',
     },
     'random_walk_pe[large graph]': {
@@ -39,6 +41,31 @@ EXPECTED = {
         'companion numpy',
         'torch dense matrix powers (user code)',
         'torch_geometric AddRandomWalkPE',
+    },
+    'random_walk_step[local order, float64, B=32]': {
+        'companion numba',
+        'companion numba (out=)',
+        'companion numpy',
+        'scipy.sparse csr @ dense',
+        'torch.sparse.mm (user code)',
+    },
+    'random_walk_step[local order, float32, B=32]': {
+        'companion numba',
+        'companion numba (out=)',
+        'companion numpy',
+        'scipy.sparse csr @ dense',
+        'torch.sparse.mm (user code)',
+    },
+    'random_walk_step[random order, float64, B=32]': {
+        'companion numba',
+        'companion numba (out=)',
+        'companion numpy',
+        'scipy.sparse csr @ dense',
+        'torch.sparse.mm (user code)',
+    },
+    'laplacian_pe[k=8]': {
+        'companion',
+        'torch_geometric AddLaplacianEigenvectorPE',
     },
     'fourier_features[F=256]': {
         'companion numba',
@@ -52,11 +79,13 @@ EXPECTED = {
     'compress_kv[knorm]': {
         'companion numba',
         'companion numpy',
+        'kvpress KnormPress',
         'torch topk + gather (kvpress-style user code)',
     },
     'compress_kv[streaming_llm]': {
         'companion numba',
         'companion numpy',
+        'kvpress StreamingLLMPress',
         'torch topk + gather (kvpress-style user code)',
     },
     'compress_kv[h2o]': {

@@ -315,3 +315,42 @@ def test_straight_through_vq_values_gradients_and_losses():
         vq(torch.full((2, 3), float("nan")))
     with pytest.raises(ValueError, match="empty"):
         vq(torch.zeros(0, 3))
+
+
+@pytest.mark.parametrize("q,n,k,tdtype,code_type", [(1, 5, 5, np.float64, np.int64), (16, 20000, 13, np.float32, np.uint16),
+                                                   (17, 9000, 30, np.float32, np.uint8), (9, 30000, 100, np.float64, np.int32)])
+def test_adc_numba_blocks_chunks_and_ties_equal_the_reference(q, n, k, tdtype, code_type):
+    # query blocks of 16 (float32) / 8 (float64) lanes with a tail, several row chunks
+    # (one shorter than k), integer tables (many exact ties) and random tables
+    rng = np.random.default_rng(q + n)
+    codes = rng.integers(0, 40, size=(n, 5)).astype(code_type)
+    for tables in (rng.integers(0, 3, (q, 5, 40)).astype(tdtype), rng.random((q, 5, 40)).astype(tdtype)):
+        d_ref, i_ref = adc_search(tables, codes, k, backend="numpy")
+        d, i = adc_search(tables, codes[:, :], k, backend="numba")
+        np.testing.assert_array_equal(i, i_ref)
+        np.testing.assert_array_equal(d, d_ref)
+    d, i = adc_search(tables, np.asfortranarray(codes), k, backend="numba")  # non-contiguous codes
+    np.testing.assert_array_equal(i, i_ref)
+
+
+def test_adc_numba_chunk_shorter_than_k(monkeypatch):
+    from companion.compression import _c3_adc
+
+    monkeypatch.setattr(_c3_adc, "_MIN_CHUNK", 1)
+    rng = np.random.default_rng(3)
+    tables = rng.integers(0, 2, (3, 2, 4)).astype(np.float32)
+    codes = rng.integers(0, 4, size=(23, 2)).astype(np.uint8)
+    d_ref, i_ref = adc_search(tables, codes, 20, backend="numpy")
+    d, i = adc_search(tables, codes, 20, backend="numba")
+    np.testing.assert_array_equal(i, i_ref)
+    np.testing.assert_array_equal(d, d_ref)
+
+
+def test_pq_fused_encode_equals_the_numpy_backend():
+    x = _data(n=1000, d=24, dtype=np.float32)
+    a = ProductQuantizer(3, 256, iters=3, backend="numba").fit(x, rng=0)
+    b = ProductQuantizer(3, 256, iters=3, backend="numpy")
+    b.codebooks_, b.dim_ = a.codebooks_, a.dim_
+    far = x + np.float32(200.0)  # near ties in float32: rechecked exactly
+    for xx in (x, far, x[::2]):
+        np.testing.assert_array_equal(a.encode(xx), b.encode(xx))

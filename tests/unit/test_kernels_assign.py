@@ -167,3 +167,72 @@ def test_screened_path_handles_integer_ties_and_nan():
     x[4, 5] = np.nan
     with pytest.raises(ValueError, match="finite"):
         nearest_centroid(x, c, backend="numba")
+
+
+# ------------------------------------------------- float32 screens (numba backend)
+@pytest.mark.parametrize("n,k,d", [(1, 16, 1), (5, 17, 3), (129, 256, 8), (300, 40, 7), (257, 64, 24), (70, 1030, 33)])
+def test_float32_screens_equal_the_direct_kernel(n, k, d):
+    from companion.kernels import assign as A
+
+    rng = np.random.default_rng(n + k + d)
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    c = rng.standard_normal((k, d)).astype(np.float32)
+    c[9] = c[2]  # duplicate codeword: ties to index 2
+    x[0] = c[2]
+    labels, sq = A._nearest_numba(x, c)
+    direct_labels, direct_sq = A._nearest_rows_numba_call(x, c)
+    np.testing.assert_array_equal(labels, direct_labels)
+    np.testing.assert_array_equal(sq, direct_sq)  # same float64 sums, bit for bit
+    assert labels[0] == 2 and sq[0] == 0.0
+    np.testing.assert_array_equal(labels, nearest_centroid(x, c, backend="numpy")[0])
+
+
+@pytest.mark.parametrize("d", [6, 64])
+def test_float32_screens_recheck_near_ties_far_from_the_origin(d):
+    from companion.kernels import assign as A
+
+    rng = np.random.default_rng(d)
+    x = (300.0 + rng.standard_normal((500, d))).astype(np.float32)  # the float32 expansion cancels
+    c = (300.0 + 1e-3 * rng.standard_normal((64, d))).astype(np.float32)  # near ties everywhere
+    xi = np.zeros((19, d), np.float32)
+    xi[:, 0] = np.arange(1, 39, 2)  # exactly halfway between two integer codewords
+    ci = np.zeros((20, d), np.float32)
+    ci[:, 0] = np.arange(20) * 2.0
+    for xx, cc in ((x, c), (xi, ci), (x[::3, :], c[::2])):  # non-contiguous views too
+        labels, sq = A._nearest_numba(xx, cc)
+        direct_labels, direct_sq = A._nearest_rows_numba_call(xx, cc)
+        np.testing.assert_array_equal(labels, direct_labels)
+        np.testing.assert_array_equal(sq, direct_sq)
+    assert A._nearest_numba(xi, ci)[0].tolist() == list(range(19))
+
+
+@pytest.mark.parametrize("d", [5, 40])
+def test_float32_screens_refuse_non_finite_and_handle_huge_values(d):
+    rng = np.random.default_rng(1)
+    c = rng.standard_normal((32, d)).astype(np.float32)
+    x = rng.standard_normal((100, d)).astype(np.float32)
+    x[7, d - 1] = np.inf
+    with pytest.raises(ValueError, match="finite"):
+        nearest_centroid(x, c, backend="numba")
+    x[7, d - 1] = 1e16  # finite, but its square is too large for the float32 screen: measured exactly
+    labels, sq = nearest_centroid(x, c, backend="numba")
+    ref_labels, _ = nearest_centroid(x, c, backend="numpy")
+    np.testing.assert_array_equal(labels, ref_labels)
+    big = c * np.float32(1e17)  # codewords too large for a float32 screen: fallback path
+    np.testing.assert_array_equal(nearest_centroid(x[:7], big, backend="numba")[0],
+                                  nearest_centroid(x[:7], big, backend="numpy")[0])
+
+
+def test_pq_assign_numba_equals_per_slice_assignment():
+    from companion.kernels import assign as A
+
+    rng = np.random.default_rng(4)
+    for n, m_sub, k, sub in [(1, 1, 16, 1), (300, 3, 256, 6), (1000, 4, 100, 8), (130, 2, 17, 13)]:
+        x = rng.standard_normal((n, m_sub * sub)).astype(np.float32)
+        books = rng.standard_normal((m_sub, k, sub)).astype(np.float32)
+        books[:, 5] = books[:, 1]  # duplicates: ties to the lower index
+        out = np.empty((n, m_sub), dtype=np.uint8 if k <= 256 else np.int64)
+        assert A.pq_assign_numba(x, books, out)
+        for m in range(m_sub):
+            ref, _ = nearest_centroid(x[:, m * sub:(m + 1) * sub], books[m], backend="numpy")
+            np.testing.assert_array_equal(out[:, m], ref)

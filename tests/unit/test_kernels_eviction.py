@@ -197,3 +197,51 @@ def test_bad_inputs_raise_clear_errors():
         compress_kv(k, v, np.zeros((2, 3, 11)), 4)
     with pytest.raises(ValueError, match="backend must be one of"):
         select_keep(s, 2, backend="fortran")
+
+
+# ------------------------------------------------ numba parallel paths (forced on small inputs)
+@pytest.fixture(params=["serial", "parallel"])
+def numba_path(request, monkeypatch):
+    """Run the numba kernels on their serial path (small inputs) and, forced, on their parallel path."""
+    from companion.kernels import eviction as E
+
+    if request.param == "parallel":
+        monkeypatch.setattr(E, "_PARALLEL_MIN_WORK", 0)
+    return request.param
+
+
+@pytest.mark.parametrize("shape,n_keep,n_sinks,n_recent", [
+    ((3, 5, 200), 100, 0, 0), ((3, 5, 200), 100, 4, 96), ((2, 300), 150, 2, 20), ((1, 9), 9, 0, 0),
+    ((4, 70), 1, 0, 0), ((4, 70), 65, 0, 64), ((2, 3, 129), 64, 0, 64),
+])
+def test_compress_kv_numba_paths_match_reference(numba_path, shape, n_keep, n_sinks, n_recent):
+    rng = np.random.default_rng(sum(shape) + n_keep)
+    k = rng.standard_normal(shape + (5,)).astype(np.float32)
+    v = rng.standard_normal(shape + (3,))  # another dtype and width than the keys
+    scores = rng.integers(0, 6, size=shape).astype(np.float32)  # many ties: older entries win
+    kk, vv, idx = compress_kv(k, v, scores, n_keep, n_sinks=n_sinks, n_recent=n_recent, backend="numba")
+    ref_idx = select_keep(scores, n_keep, n_sinks=n_sinks, n_recent=n_recent, backend="numpy")
+    np.testing.assert_array_equal(idx, ref_idx)
+    assert kk.dtype == np.float32 and vv.dtype == np.float64
+    np.testing.assert_array_equal(kk, np.take_along_axis(k, ref_idx[..., None], axis=-2))
+    np.testing.assert_array_equal(vv, np.take_along_axis(v, ref_idx[..., None], axis=-2))
+    np.testing.assert_array_equal(select_keep(scores, n_keep, n_sinks=n_sinks, n_recent=n_recent, backend="numba"),
+                                  ref_idx)
+
+
+def test_compress_kv_numba_paths_accept_non_contiguous_and_torch_input(numba_path):
+    rng = np.random.default_rng(11)
+    base = rng.standard_normal((2, 4, 8, 300))
+    k = base.transpose(0, 1, 3, 2)  # (2, 4, 300, 8), not C-contiguous
+    v = base[:, :, :6].transpose(0, 1, 3, 2)
+    scores = -np.abs(rng.standard_normal((2, 4, 300)))
+    kk, vv, idx = compress_kv(k, v, scores, 120, n_sinks=3, n_recent=30, backend="numba")
+    ref = select_keep(scores, 120, n_sinks=3, n_recent=30, backend="numpy")
+    np.testing.assert_array_equal(idx, ref)
+    np.testing.assert_array_equal(kk, np.take_along_axis(k, ref[..., None], axis=-2))
+    np.testing.assert_array_equal(vv, np.take_along_axis(v, ref[..., None], axis=-2))
+    tk, tv, ti = compress_kv(torch.from_numpy(k), torch.from_numpy(v), torch.from_numpy(scores), 120,
+                             n_sinks=3, n_recent=30, backend="numba")
+    assert isinstance(tk, torch.Tensor) and isinstance(ti, torch.Tensor)
+    np.testing.assert_array_equal(tk.numpy(), kk)
+    np.testing.assert_array_equal(tv.numpy(), vv)

@@ -152,3 +152,73 @@ def test_numba_kernels_detect_non_finite_keys_in_their_own_pass(n_queries):
     big = np.full((20, 4), 1e300)
     with pytest.raises(ValueError, match="inner products overflow"):
         topk_inner_product(np.full((n_queries, 4), 1e300), big, 3, backend="numba")
+
+
+# ------------------------------------------------ BLAS-free kernel, parallel over key ranges
+@pytest.fixture
+def parallel_direct(monkeypatch):
+    """Force the parallel BLAS-free path (several key ranges) even on small inputs."""
+    from companion.kernels import topk as T
+
+    monkeypatch.setattr(T, "_PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(T, "_DIRECT_BLOCK_BYTES", 64)  # tiny blocks: many blocks and ranges, with tails
+    return T
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_queries,n_keys,dim,k", [
+    (1, 1, 1, 1), (1, 7, 3, 7), (1, 1001, 5, 3), (3, 999, 17, 40), (4, 2050, 64, 32), (2, 300, 8, 250),
+])
+def test_parallel_blas_free_path_equals_full_sort(parallel_direct, dtype, n_queries, n_keys, dim, k):
+    rng = np.random.default_rng(n_keys * 31 + dim)
+    queries = rng.standard_normal((n_queries, dim)).astype(dtype)
+    keys = rng.standard_normal((n_keys, dim)).astype(dtype)
+    want_scores, want_index = _full_sort(queries, keys, k)
+    scores, index = parallel_direct._topk_numba_direct(queries, keys, k, 0)
+    np.testing.assert_array_equal(index, want_index)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+    _, serial = _topk_numba_direct(queries, keys, k, 0)  # the default (serial on small inputs) agrees
+    np.testing.assert_array_equal(serial, want_index)
+
+
+def test_parallel_blas_free_path_breaks_ties_across_ranges_toward_the_lower_index(parallel_direct):
+    keys = np.tile(np.eye(4), (200, 1))  # 800 keys: every 4th row equal, spread over all ranges and blocks
+    queries = np.array([[1.0, 0.5, 0.25, 0.0]])
+    scores, index = parallel_direct._topk_numba_direct(queries, keys, 250, 0)
+    _, want = _full_sort(queries, keys, 250)
+    np.testing.assert_array_equal(index, want)
+    assert index[0, :200].tolist() == list(range(0, 800, 4)) and index[0, 200:].tolist() == list(range(1, 201, 4))
+
+
+def test_parallel_blas_free_path_through_the_public_function(parallel_direct):
+    rng = np.random.default_rng(8)
+    keys = rng.standard_normal((3000, 24)).astype(np.float32)
+    queries = rng.standard_normal((24, 2)).astype(np.float32).T  # non-contiguous (2, 24)
+    _, want = _full_sort(np.ascontiguousarray(queries), keys, 10)
+    _, got = topk_inner_product(queries, keys[::1], 10, backend="numba")
+    np.testing.assert_array_equal(got, want)
+    _, got_t = topk_inner_product(torch.from_numpy(np.ascontiguousarray(queries)), torch.from_numpy(keys), 10,
+                                  backend="numba")
+    np.testing.assert_array_equal(got_t.numpy(), want)
+
+
+def test_blas_free_and_blas_paths_agree_at_the_query_threshold():
+    from companion.kernels import topk as T
+
+    rng = np.random.default_rng(9)
+    keys = rng.standard_normal((5000, 16))
+    for n_queries in (T._DIRECT_MAX_QUERIES, T._DIRECT_MAX_QUERIES + 1):  # last BLAS-free, first BLAS-block
+        queries = rng.standard_normal((n_queries, 16))
+        _, want = _full_sort(queries, keys, 12)
+        _, got = topk_inner_product(queries, keys, 12, backend="numba")
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_parallel_blas_free_path_detects_non_finite_keys(parallel_direct, bad):
+    keys = np.random.default_rng(10).standard_normal((3001, 4))
+    keys[2999, 1] = bad  # in the tail of the last range
+    with pytest.raises(ValueError, match="keys must contain only finite values"):
+        topk_inner_product(np.ones((1, 4)), keys, 3, backend="numba")
+    with pytest.raises(ValueError, match="inner products overflow"):
+        topk_inner_product(np.full((1, 4), 1e300), np.full((50, 4), 1e300), 3, backend="numba")

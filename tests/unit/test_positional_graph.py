@@ -155,6 +155,153 @@ def test_csl_classes_have_distinct_random_walk_fingerprints():
     assert len(np.unique(rows.round(12), axis=0)) == 10
 
 
+
+# ------------------------------------------------------- random-walk step
+def _dense_operator(a):
+    """P^T = A D^-1 from the definition (isolated nodes: zero column)."""
+    d = a.toarray()
+    deg = d.sum(0)
+    return np.divide(d, deg[None, :], out=np.zeros_like(d), where=deg[None, :] > 0)
+
+
+def test_random_walk_operator_is_transposed_transition():
+    a = _random_graph(np.random.default_rng(5), 40, 0.1)  # isolated nodes likely
+    op = graph_pe.random_walk_operator(a)
+    assert op.format == "csr" and op.dtype == np.float64 and op.has_sorted_indices
+    np.testing.assert_allclose(op.toarray(), _dense_operator(a), atol=1e-15)
+    np.testing.assert_allclose(op.toarray(), graph_pe._transition(a).T.toarray(), atol=1e-15)
+    assert graph_pe.random_walk_operator(a, dtype=np.float32).dtype == np.float32
+    with pytest.raises(TypeError, match="float32 or float64"):
+        graph_pe.random_walk_operator(a, dtype=np.float16)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_random_walk_step_matches_dense(name, dtype):
+    rng = np.random.default_rng(6)
+    a = _random_graph(rng, 70, 0.06)  # empty rows (isolated nodes) included
+    op = graph_pe.random_walk_operator(a, dtype=dtype)
+    dense = _dense_operator(a)
+    tol = 1e-13 if dtype == np.float64 else 1e-5
+    for shape in [(70,), (70, 1), (70, 3), (70, 16), (70, 33)]:
+        x = rng.random(shape).astype(dtype)
+        xin = x
+        if name == "cupy":
+            import cupy
+
+            xin = cupy.asarray(x)
+        got = graph_pe.random_walk_step(op, xin, backend=name)
+        got = got.get() if hasattr(got, "get") else got
+        assert got.shape == shape and got.dtype == dtype
+        np.testing.assert_allclose(got, dense @ x.astype(np.float64), atol=tol, rtol=tol)
+
+
+def test_random_walk_step_numpy_blocks_and_empty_rows():
+    # empty rows at both ends and a run inside; reference blocks smaller than some rows
+    rng = np.random.default_rng(7)
+    n = 600
+    rows = rng.integers(10, n - 10, 20_000)
+    rows[(rows >= 300) & (rows < 340)] = 15  # rows 300..339 empty; row 15 gets ~1,300 draws
+    cols = rng.integers(0, n, 20_000)
+    m = sp.csr_matrix((rng.random(20_000), (rows, cols)), shape=(n, n))
+    counts = np.diff(m.indptr)
+    assert counts[:10].sum() == counts[-10:].sum() == counts[300:340].sum() == 0 and counts[15] > 300
+    for width in (1, 5):
+        x = rng.random((n, width))
+        want = m.toarray() @ x
+        for block in (1, 37, 300, 1 << 16):
+            out = np.full((n, width), np.nan)
+            graph_pe._step_numpy(m.indptr, m.indices, m.data, x, out, block=block)
+            np.testing.assert_allclose(out, want, atol=1e-11)
+        for name in ("numpy", "numba"):
+            np.testing.assert_allclose(graph_pe.random_walk_step(m, x, backend=name), want, atol=1e-11)
+
+
+def test_random_walk_step_parallel_kernel_matches_serial():
+    a = _random_graph(np.random.default_rng(8), 300, 0.03)
+    op = graph_pe.random_walk_operator(a)
+    x = np.random.default_rng(9).random((300, 20))
+    o1, o2 = np.empty_like(x), np.empty_like(x)
+    assert not graph_pe._step_numba(op.indptr, op.indices, op.data, x, o1, parallel=True)
+    assert not graph_pe._step_numba(op.indptr, op.indices, op.data, x, o2, parallel=False)
+    np.testing.assert_array_equal(o1, o2)
+    np.testing.assert_allclose(o1, op.toarray() @ x, atol=1e-14)
+
+
+def test_random_walk_step_repeated_gives_return_probabilities():
+    a = _random_graph(np.random.default_rng(10), 25, 0.2)
+    op = graph_pe.random_walk_operator(a)
+    x = np.eye(25)  # one walker per start node
+    got = []
+    for _ in range(6):
+        x = graph_pe.random_walk_step(op, x)
+        got.append(np.diag(x).copy())
+    np.testing.assert_allclose(np.stack(got, 1), random_walk_pe(a, 6), atol=1e-13)
+
+
+def test_random_walk_step_layouts_kinds_and_out():
+    rng = np.random.default_rng(11)
+    a = _random_graph(rng, 50, 0.1)
+    op = graph_pe.random_walk_operator(a)
+    base = rng.random((50, 12))
+    want = op.toarray() @ base
+    for x in (base[:, ::2], np.asfortranarray(base)):  # non-contiguous input
+        np.testing.assert_allclose(graph_pe.random_walk_step(op, x), op.toarray() @ x, atol=1e-14)
+    # non-CSR operator and another dtype: converted per call
+    np.testing.assert_allclose(graph_pe.random_walk_step(op.tocoo().astype(np.float32), base), want, atol=1e-6)
+    # torch in, torch out; out= is filled and returned
+    t = graph_pe.random_walk_step(op, torch.from_numpy(base))
+    assert isinstance(t, torch.Tensor) and t.dtype == torch.float64
+    np.testing.assert_allclose(t.numpy(), want, atol=1e-14)
+    out_t = torch.empty(50, 12, dtype=torch.float64)
+    assert graph_pe.random_walk_step(op, torch.from_numpy(base), out=out_t) is out_t
+    np.testing.assert_allclose(out_t.numpy(), want, atol=1e-14)
+    for name in ("numpy", "numba"):
+        out = np.full_like(base, np.nan)
+        assert graph_pe.random_walk_step(op, base, out=out, backend=name) is out
+        np.testing.assert_allclose(out, want, atol=1e-14)
+    with pytest.raises(ValueError, match="overlap"):
+        graph_pe.random_walk_step(op, base, out=base)
+    with pytest.raises(ValueError, match="shape"):
+        graph_pe.random_walk_step(op, base, out=np.empty((50, 11)))
+    with pytest.raises(ValueError, match="dtype"):
+        graph_pe.random_walk_step(op, base, out=np.empty((50, 12), dtype=np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        graph_pe.random_walk_step(op, base, out=np.empty((12, 50)).T)
+    with pytest.raises(TypeError, match="same kind"):
+        graph_pe.random_walk_step(op, base, out=torch.empty(50, 12, dtype=torch.float64))
+
+
+def test_random_walk_step_bad_input():
+    a = _random_graph(np.random.default_rng(12), 30, 0.2)
+    op = graph_pe.random_walk_operator(a)
+    x = np.ones((30, 4))
+    with pytest.raises(TypeError, match="scipy.sparse"):
+        graph_pe.random_walk_step(op.toarray(), x)
+    with pytest.raises(ValueError, match="square"):
+        graph_pe.random_walk_step(op[:, :20], x)
+    with pytest.raises(ValueError, match="rows but x has"):
+        graph_pe.random_walk_step(op, np.ones((29, 4)))
+    with pytest.raises(TypeError, match="floating"):
+        graph_pe.random_walk_step(op, np.ones((30, 4), dtype=np.int64))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        graph_pe.random_walk_step(op, np.ones((30, 4), dtype=np.float16))
+    with pytest.raises(ValueError, match="dimensions"):
+        graph_pe.random_walk_step(op, np.ones((30, 4, 1)))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        graph_pe.random_walk_step(op, x, backend="fortran")
+    for name in ("numpy", "numba"):
+        for bad in (np.nan, np.inf):
+            xb = x.copy()
+            xb[int(op.indices[0]), 2] = bad  # a row that is read
+            with pytest.raises(ValueError, match="finite"):
+                graph_pe.random_walk_step(op, xb, backend=name)
+        opb = op.copy()
+        opb.data[0] = np.nan
+        with pytest.raises(ValueError, match="finite"):
+            graph_pe.random_walk_step(opb, x, backend=name)
+
+
 # -------------------------------------------------------------- Laplacian
 def test_laplacian_eigenvalues_closed_forms():
     n = 9
