@@ -8,12 +8,16 @@ query block may read. The kernels receive that mask in compressed-row form
 never touch the others, so the work is proportional to the number of nonzero
 blocks, not to ``n_query_blocks * n_key_blocks``.
 
-Softmax over a row that arrives one key block at a time uses the *online*
-softmax (a running maximum ``m``, a running normaliser ``l`` and an unnormalised
-output ``acc``, rescaled whenever ``m`` grows), the same bookkeeping as
-FlashAttention. With ``causal=True`` key ``j`` is visible to query ``i`` only
-when ``j <= i``; blocks above the diagonal must already be removed from the list
-(the public function does that), and the diagonal block is cut to the triangle.
+Softmax over a row that arrives a chunk of key blocks at a time uses the
+*online* softmax (a running maximum ``m``, a running normaliser ``l`` and an
+unnormalised output ``acc``, rescaled whenever ``m`` grows), the same
+bookkeeping as FlashAttention. With ``causal=True`` key ``j`` is visible to
+query ``i`` only when ``j <= i``; blocks above the diagonal are skipped (the
+public function removes them), and the diagonal block is cut to the triangle.
+
+The CPU path (:func:`block_sparse_numba`) does the two matrix products of each
+chunk (scores ``K Q^T`` and ``P^T V``) with NumPy's BLAS and the softmax in
+between with numba kernels; the CuPy path is one RawKernel.
 
 These are the low-level kernels; the validated public entry point is
 :func:`companion.memory.block_sparse_attention`.
@@ -26,6 +30,13 @@ from typing import Any
 
 import numba
 import numpy as np
+
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
+
+from .._fastmath import exp_f64
+from .._threads import run_tasks
 
 __all__ = ["block_mask_to_csr", "block_sparse_numba", "block_sparse_cupy"]
 
@@ -65,59 +76,193 @@ def block_mask_to_csr(block_mask: Any) -> tuple[np.ndarray, np.ndarray]:
 
 # ------------------------------------------------------------------ numba
 _FAST = {"reassoc", "contract", "nsz", "arcp"}  # vectorised sums; infinities keep their meaning
+_SCORE_BUDGET = 256 << 10  # bytes of one chunk's scores: rows of heads are processed in groups that fit
 
 
-@numba.njit(cache=True, parallel=True, fastmath=_FAST)
-def _block_sparse_rows(q, k, v, row_ptr, cols, block_size, causal, scale, out, visits):  # pragma: no cover - jitted
-    """Online-softmax attention of every (row of heads, query block) over its listed key blocks.
+@intrinsic
+def _float32_bits(typingctx, value):
+    """The bits of a float32 as an int32 (an LLVM bitcast: no instruction, vectorises)."""
+    if value != types.float32:
+        return None
 
-    ``q`` (bh, n_q, d), ``k`` (bh, n_k, d), ``v`` (bh, n_k, dv), ``out``
-    (bh, n_q, dv); ``visits[b, i]`` counts the key blocks processed for query
-    block ``i`` of row ``b`` (a test hook that proves masked blocks are skipped).
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(value), codegen
+
+
+@intrinsic
+def _float32_from_bits(typingctx, bits):
+    """An int32's bits read as a float32 (an LLVM bitcast)."""
+    if bits != types.int32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+_F32 = np.float32
+_LN2 = 0.6931471805599453
+_LOG2E = 1.4426950408889634
+
+
+@numba.njit(cache=True, inline="always", fastmath=_FAST)
+def _exp2_softmax_f32(t):  # pragma: no cover - jitted
+    """``2**t`` in float32 for the softmax's ``t <= 0`` (a few ulps above 0 allowed), branch-free.
+
+    ``t`` is clamped at -125 (``2**-125`` is nothing beside the row maximum's
+    ``2**0``); ``t = n + f`` with ``n`` the nearest integer and ``|f| <= 1/2``
+    (exact); ``2**f`` is a degree-5 polynomial (near-minimax for the relative
+    error on ``[-1/2, 1/2]``: 7.5e-8, 2.4e-7 once evaluated in float32); ``n``
+    is added to the exponent bits (``2**f`` lies in [0.70, 1.42], so the result
+    stays a normal float). About 14 vector instructions per 8 or 16 values,
+    half of a general ``exp``: this is the softmax's inner loop.
     """
-    bh, n_q, d = q.shape
-    dv = v.shape[2]
-    n_qb = n_q // block_size
-    for task in numba.prange(bh * n_qb):
-        b = task // n_qb
-        qb = task % n_qb
-        q0 = qb * block_size
-        m = np.full(block_size, -np.inf)  # running max per query row
-        l = np.zeros(block_size)  # running normaliser
-        acc = np.zeros((block_size, dv))  # unnormalised output
-        s = np.empty(block_size)  # scores of one query row against one key block
-        for ptr in range(row_ptr[qb], row_ptr[qb + 1]):
-            k0 = cols[ptr] * block_size
-            visits[b, qb] += 1
-            for r in range(block_size):
-                i = q0 + r
-                n_keys = block_size
-                if causal:
-                    n_keys = min(block_size, i - k0 + 1)
-                if n_keys <= 0:
-                    continue
-                row_max = m[r]
-                for c in range(n_keys):
-                    dot = 0.0
-                    for t in range(d):
-                        dot += q[b, i, t] * k[b, k0 + c, t]
-                    s[c] = dot * scale
-                    if s[c] > row_max:
-                        row_max = s[c]
-                correction = np.exp(m[r] - row_max)  # 0 on the first block (m = -inf)
-                l[r] *= correction
+    t = max(_F32(t), _F32(-125.0))
+    n = np.floor(t + _F32(0.5))
+    f = t - n
+    p = _F32(1.32765e-3)
+    p = p * f + _F32(9.67554e-3)
+    p = p * f + _F32(5.550713e-2)
+    p = p * f + _F32(0.2402212)
+    p = p * f + _F32(0.69314697)
+    p = p * f + _F32(1.00000007)
+    return _float32_from_bits(np.int32(_float32_bits(p) + (np.int32(n) << np.int32(23))))
+
+
+@numba.njit(cache=True, inline="always", fastmath=_FAST)
+def _exp2_key_row(row, r0, c2, single, m, l):  # pragma: no cover - jitted
+    """``row[r] <- 2**(c2 * row[r] - m[r])`` and ``l[r] += row[r]`` for ``r >= r0`` (vectorised over r)."""
+    if single:
+        for r in range(r0, row.shape[0]):
+            e = _exp2_softmax_f32(row[r] * c2 - m[r])
+            row[r] = e
+            l[r] += e
+    else:
+        for r in range(r0, row.shape[0]):
+            e = exp_f64((row[r] * c2 - m[r]) * _LN2)
+            row[r] = e
+            l[r] += e
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _softmax_chunk(st, n_keys, diag, c2, single, first, m, l, acc, pv):  # pragma: no cover - jitted
+    """One chunk of keys of the online softmax, scores stored key-major, in place.
+
+    ``st`` (group, width, bs) holds ``st[g, c, r] = q_r . k_c`` for the chunk's
+    keys ``c < n_keys``. Running state per (row of heads ``g``, query ``r``):
+    maximum ``m`` of ``c2 * score`` (log2 units: ``c2 = scale * log2(e)``),
+    normaliser ``l`` (group, bs), unnormalised output ``acc``
+    (group, bs, dv); ``pv`` (group, bs, dv) is the previous chunk's ``P^T V``,
+    not yet added (ignored when ``first``). The chunk's maximum updates ``m``;
+    ``acc <- (acc + pv) * 2**(m_old - m_new)`` and ``l`` likewise; then
+    ``st[g, c, r] <- 2**(c2 * st[g, c, r] - m_new) = exp(scale * (score - max))`` over the keys query ``r``
+    sees (0 elsewhere), added to ``l``. With ``diag`` the last ``bs`` keys are the
+    diagonal block: its key ``c`` is seen by query ``r`` only when ``c <= r``
+    (key 0 of a chunk is always seen). Key-major storage makes every loop
+    elementwise over the ``bs`` queries of one key row, so it vectorises;
+    the exponential is :func:`_exp2_softmax_f32` (``single``) or ``exp_f64`` of
+    :mod:`companion._fastmath`.
+    """
+    group, _, bs = st.shape
+    dv = acc.shape[2]
+    first_diag = n_keys - bs if diag else n_keys  # keys before the diagonal block: seen by every query
+    cm = np.empty(bs, dtype=st.dtype)  # the chunk's maxima
+    for g in range(group):
+        s = st[g]
+        mg = m[g]
+        lg = l[g]
+        for r in range(bs):
+            cm[r] = s[0, r] * c2
+        for c in range(1, first_diag):
+            row = s[c]
+            for r in range(bs):
+                cm[r] = max(cm[r], row[r] * c2)
+        if diag:
+            for c in range(max(first_diag, 1), n_keys):
+                row = s[c]
+                for r in range(c - first_diag, bs):
+                    cm[r] = max(cm[r], row[r] * c2)
+        if first:
+            for r in range(bs):
+                mg[r] = cm[r]
+                lg[r] = 0.0
+        else:
+            for r in range(bs):
+                m_new = max(mg[r], cm[r])
+                corr = exp_f64((mg[r] - m_new) * _LN2)
+                mg[r] = m_new
+                lg[r] *= corr
                 for t in range(dv):
-                    acc[r, t] *= correction
-                for c in range(n_keys):
-                    p = np.exp(s[c] - row_max)
-                    l[r] += p
-                    for t in range(dv):
-                        acc[r, t] += p * v[b, k0 + c, t]
-                m[r] = row_max
-        for r in range(block_size):
-            inv = 1.0 / l[r] if l[r] > 0.0 else 0.0  # a row that sees no key outputs zeros
+                    acc[g, r, t] = (acc[g, r, t] + pv[g, r, t]) * corr
+        for c in range(first_diag):
+            _exp2_key_row(s[c], 0, c2, single, mg, lg)
+        if diag:
+            for c in range(first_diag, n_keys):
+                row = s[c]
+                for r in range(c - first_diag):
+                    row[r] = 0.0
+                _exp2_key_row(row, c - first_diag, c2, single, mg, lg)
+    if first:
+        acc[...] = 0.0
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _finish_rows(acc, pv, l, out):  # pragma: no cover - jitted
+    """``out[g, r] = (acc[g, r] + pv[g, r]) / l[g, r]``: add the last chunk and normalise."""
+    group, bs, dv = out.shape
+    for g in range(group):
+        for r in range(bs):
+            inv = 1.0 / l[g, r]
             for t in range(dv):
-                out[b, q0 + r, t] = acc[r, t] * inv
+                out[g, r, t] = (acc[g, r, t] + pv[g, r, t]) * inv
+
+
+_SMALL_WORK = 1 << 22  # below this many multiply-adds one thread does everything (no thread start-up)
+_CHUNK_KEYS = 512  # keys per chunk: a chunk's scores, chunk_keys x block_size, stay in the L2 cache
+class _Workspace:
+    """Buffers one worker reuses across its tasks: chunk scores, gathered K and V, softmax state."""
+
+    def __init__(self, group, bs, chunk_blocks, d, dv, dtype):
+        self.chunk_blocks = chunk_blocks
+        self.scores = np.empty((group, chunk_blocks * bs, bs), dtype=dtype)  # (group, keys, bs)
+        self.k_buf = np.empty((group, chunk_blocks, bs, d), dtype=dtype)
+        self.v_buf = np.empty((group, chunk_blocks, bs, dv), dtype=dtype)
+        self.m = np.empty((group, bs), dtype=dtype)
+        self.l = np.empty((group, bs), dtype=dtype)
+        self.acc = np.empty((group, bs, dv), dtype=dtype)
+        self.pv = np.empty((group, bs, dv), dtype=dtype)
+
+
+def _attend_query_block(q, k, v, c, i, g0, g1, bs, causal, scale, ws, out):
+    """Rows ``g0:g1`` of heads, query block ``i``, over the key blocks ``c`` (ascending, nonempty)."""
+    gn = g1 - g0
+    rows, n_k, d = k.shape
+    dv = v.shape[2]
+    single = q.dtype == np.float32
+    c2 = q.dtype.type(scale * _LOG2E)  # scores in log2 units: exp(scale * s) = 2**(c2 * s)
+    q_t = q[g0:g1, i * bs:(i + 1) * bs].transpose(0, 2, 1)  # (gn, d, bs)
+    cb = ws.chunk_blocks
+    for j in range(0, len(c), cb):
+        cj = c[j:j + cb]
+        nb = len(cj)
+        n_keys = nb * bs
+        if cj[-1] - cj[0] == nb - 1:  # consecutive blocks: views, nothing copied
+            k_j = k[g0:g1, cj[0] * bs:(cj[-1] + 1) * bs]  # (gn, n_keys, d)
+            v_j = v[g0:g1, cj[0] * bs:(cj[-1] + 1) * bs]  # (gn, n_keys, dv)
+        else:
+            np.take(k.reshape(rows, n_k // bs, bs, d)[g0:g1], cj, axis=1, out=ws.k_buf[:gn, :nb], mode="clip")
+            np.take(v.reshape(rows, n_k // bs, bs, dv)[g0:g1], cj, axis=1, out=ws.v_buf[:gn, :nb], mode="clip")
+            k_j = ws.k_buf[:gn, :nb].reshape(gn, n_keys, d)
+            v_j = ws.v_buf[:gn, :nb].reshape(gn, n_keys, dv)
+        st = ws.scores[:gn, :n_keys]  # (gn, n_keys, bs): scores stored key-major
+        np.matmul(k_j, q_t, out=st)  # BLAS gemm
+        _softmax_chunk(ws.scores[:gn], n_keys, bool(causal and cj[-1] == i), c2, single, j == 0,
+                       ws.m[:gn], ws.l[:gn], ws.acc[:gn], ws.pv[:gn])
+        np.matmul(st.transpose(0, 2, 1), v_j, out=ws.pv[:gn])  # BLAS gemm: this chunk's P^T V
+    _finish_rows(ws.acc[:gn], ws.pv[:gn], ws.l[:gn], out[g0:g1, i * bs:(i + 1) * bs])
 
 
 def block_sparse_numba(
@@ -131,10 +276,27 @@ def block_sparse_numba(
     scale: float,
     *,
     return_visits: bool = False,
+    workers: int | None = None,
 ):
-    """Block-sparse attention on the CPU (numba), over the listed key blocks only.
+    """Block-sparse attention on the CPU, over the listed key blocks only.
 
     Inputs are not validated: call :func:`companion.memory.block_sparse_attention`.
+
+    How it runs: a task is one query block ``i`` for a group of rows of heads.
+    Its listed key blocks are taken as one matrix ``K_i`` (a view when they are
+    consecutive, else gathered with ``numpy.take`` into a reused buffer); the
+    scores ``Q_i K_i^T`` and the output ``P_i V_i`` are two matrix products
+    through NumPy's BLAS (``np.matmul``, float32 ``sgemm`` or float64
+    ``dgemm``); between them one numba kernel applies the causal cut of the
+    diagonal block, the row maximum, a vectorised polynomial ``exp``
+    (:mod:`companion._fastmath`) and the row sums, and the output is divided by
+    them last. Whole score rows are kept (at most about 8 MB per worker, so no
+    online softmax is needed). Tasks, most blocks first, are shared by
+    ``workers`` Python threads (the BLAS and the numba kernel release the GIL),
+    each with its own buffers and the BLAS pinned to one thread meanwhile (via
+    threadpoolctl), so the parallelism is coarse: no thread barrier per product.
+    The work is proportional to the number of listed blocks; masked blocks are
+    never read.
 
     Parameters
     ----------
@@ -145,8 +307,8 @@ def block_sparse_numba(
     v : numpy.ndarray of shape (rows, n_k, dv)
         Values.
     row_ptr, cols : numpy.ndarray of int64
-        The block mask from :func:`block_mask_to_csr`, with blocks above the
-        diagonal already removed when ``causal``.
+        The block mask from :func:`block_mask_to_csr`. With ``causal`` the
+        blocks above the diagonal should already be removed (any left are skipped).
     block_size : int
         Tokens per block.
     causal : bool
@@ -155,16 +317,56 @@ def block_sparse_numba(
         Multiplier of the dot products.
     return_visits : bool, default False
         Also return ``visits`` of shape (rows, n_query_blocks): how many key
-        blocks the kernel processed for each query block.
+        blocks were processed for each query block.
+    workers : int, optional
+        Threads; default ``numba.get_num_threads()``, and one for small jobs
+        (under about 4 million multiply-adds).
 
     Returns
     -------
     numpy.ndarray of shape (rows, n_q, dv)
         Same dtype as ``q`` (float32 or float64); and ``visits`` when asked.
+        A query row that reads no key gets zeros.
     """
-    out = np.empty((q.shape[0], q.shape[1], v.shape[2]), dtype=q.dtype)
-    visits = np.zeros((q.shape[0], q.shape[1] // block_size), dtype=np.int64)
-    _block_sparse_rows(q, k, v, row_ptr, cols, int(block_size), bool(causal), float(scale), out, visits)
+    q = np.ascontiguousarray(q)
+    dtype = q.dtype
+    k = np.ascontiguousarray(k, dtype=dtype)
+    v = np.ascontiguousarray(v, dtype=dtype)
+    rows, n_q, d = q.shape
+    dv = v.shape[2]
+    bs = int(block_size)
+    n_qb = n_q // bs
+    row_ptr = np.asarray(row_ptr, dtype=np.int64)
+    cols = np.asarray(cols, dtype=np.int64)
+    out = np.empty((rows, n_q, dv), dtype=dtype)
+    visits = np.zeros((rows, n_qb), dtype=np.int64)
+    blocks = []  # key blocks of each query block, blocks above the diagonal dropped when causal
+    for i in range(n_qb):
+        c = cols[row_ptr[i]:row_ptr[i + 1]]
+        blocks.append(c[c <= i] if causal else c)
+    nnz = np.array([len(c) for c in blocks], dtype=np.int64)  # (n_qb,)
+    for i in np.flatnonzero(nnz == 0):
+        out[:, i * bs:(i + 1) * bs] = 0
+    max_blocks = int(nnz.max(initial=0))
+    if max_blocks == 0:
+        return (out, visits) if return_visits else out
+    chunk_blocks = min(max_blocks, max(1, _CHUNK_KEYS // bs))
+    group = int(max(1, min(rows, _SCORE_BUDGET // (chunk_blocks * bs * bs * dtype.itemsize))))
+    tasks = [(i, g0) for i in np.argsort(-nnz, kind="stable") if nnz[i] for g0 in range(0, rows, group)]
+    work = int(nnz.sum()) * rows * bs * bs * (d + dv)  # multiply-adds of the two products
+    if workers is None:
+        workers = numba.get_num_threads() if work >= _SMALL_WORK else 1
+    workers = max(1, min(int(workers), len(tasks)))
+    scale = float(scale)
+    shape = (group, bs, chunk_blocks, d, dv, dtype)
+
+    def attend(task, ws):
+        i, g0 = task
+        g1 = min(rows, g0 + group)
+        _attend_query_block(q, k, v, blocks[i], i, g0, g1, bs, causal, scale, ws, out)
+        visits[g0:g1, i] += nnz[i]
+
+    run_tasks(tasks, attend, lambda: _Workspace(*shape), workers)
     return (out, visits) if return_visits else out
 
 

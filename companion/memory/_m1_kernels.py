@@ -13,15 +13,65 @@ reference, numba, CuPy) selected by :func:`companion.backend.dispatch`:
   The numba and CuPy paths walk the queries in tiles, score one tile with
   BLAS/cuBLAS and reduce it in a kernel (argmax, or a stable softmax written
   straight into the output), so the extra memory is one tile.
+
+On the CPU the tiles are shared by ``numba.get_num_threads()`` Python threads
+(:func:`parallel_tiles`): NumPy's BLAS and the numba kernels release the GIL,
+and the BLAS is pinned to one thread meanwhile, so each core runs whole
+tiles (product then reduction, the tile still in its cache) with no thread
+barrier per product. A tile of about a thousand queries also keeps OpenBLAS
+at its single-core rate: one ``(65536, 1024) @ (1024, 64)`` call runs at
+less than half of it on the course machine.
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
+from numba.core import types
+from numba.extending import overload
 
-#: Queries per tile of the blocked reads.
+from .. import _threads
+from .._fastmath import exp_f32, exp_f64, maxnum
+
+#: Queries per tile of the blocked reads (fewer when there are many candidates).
 QUERY_TILE = 1024
+#: Score entries per tile at most (while a tile keeps at least ``_MIN_TILE`` queries).
+_TILE_SCORES = 1 << 18
+_MIN_TILE = 64
+#: Below this many multiply-adds a read runs on one thread (no thread start-up).
+_SMALL_WORK = 1 << 22
+
+
+# ----------------------------------------------------------- threading helpers
+blas_one_thread = _threads.blas_one_thread
+
+
+def parallel_tiles(tiles, work, make_scratch, workers: int) -> None:
+    """Call ``work(lo, hi, scratch)`` for every ``(lo, hi)`` of ``tiles`` on ``workers`` threads.
+
+    See :func:`companion._threads.run_tasks`: each thread owns one ``make_scratch()``,
+    the BLAS is pinned to one thread while several run, and the first exception of a
+    worker is re-raised. ``work`` should spend its time in code that releases the GIL
+    (NumPy's BLAS, ``nogil`` numba kernels).
+    """
+    _threads.run_tasks(tiles, lambda tile, scratch: work(tile[0], tile[1], scratch), make_scratch, workers)
+
+
+def default_workers(work: int) -> int:
+    """``numba.get_num_threads()`` for ``work`` multiply-adds of at least ``_SMALL_WORK``, else 1."""
+    return numba.get_num_threads() if work >= _SMALL_WORK else 1
+
+
+def fast_exp(x):  # pragma: no cover - typed by the overload below, only called inside njit code
+    """Vectorisable ``exp`` of the dtype of ``x`` (:mod:`companion._fastmath`)."""
+    raise NotImplementedError
+
+
+@overload(fast_exp, inline="always")
+def _fast_exp_overload(x):
+    if x == types.float32:
+        return lambda x: exp_f32(x)
+    return lambda x: exp_f64(x)
 
 
 # ------------------------------------------------------------- class sums
@@ -118,37 +168,46 @@ def softmax_read_numpy(queries: np.ndarray, candidates: np.ndarray, beta: float)
     return expd / expd.sum(axis=1, keepdims=True)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True, fastmath=True)
 def _argmax_rows_kernel(scores, out):  # pragma: no cover - jitted
-    """``out[r] = argmax_c scores[r, c]`` (first index on ties) for one tile of scores."""
-    rows, m = scores.shape
-    for r in range(rows):
-        best = 0
-        best_score = scores[r, 0]
-        for c in range(1, m):
-            s = scores[r, c]
-            if s > best_score:
-                best_score = s
-                best = c
-        out[r] = best
+    """``out[r] = argmax_c scores[r, c]`` (first index on ties) for one tile of scores.
 
-
-@numba.njit(cache=True)
-def _softmax_rows_kernel(scores, beta, out):  # pragma: no cover - jitted
-    """Stable ``softmax(beta * scores)`` of each row of one tile, written into ``out``."""
+    The row maximum is a vectorised ``maxnum`` reduction, then the first column
+    equal to it is the answer (scores are finite: the inputs are validated).
+    """
     rows, m = scores.shape
     for r in range(rows):
         top = scores[r, 0]
         for c in range(1, m):
-            if scores[r, c] > top:
-                top = scores[r, c]
-        total = 0.0
+            top = maxnum(top, scores[r, c])
+        best = 0
         for c in range(m):
-            e = np.exp(beta * (scores[r, c] - top))
+            if scores[r, c] == top:
+                best = c
+                break
+        out[r] = best
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _softmax_rows_kernel(scores, beta, out):  # pragma: no cover - jitted
+    """Stable ``softmax(beta * scores)`` of each row of one tile, written into ``out``.
+
+    Row maximum (``maxnum``) and ``exp`` (range reduction + polynomial,
+    :mod:`companion._fastmath`) vectorise in the scores' dtype; row sums in float64.
+    """
+    rows, m = scores.shape
+    for r in range(rows):
+        top = scores[r, 0]
+        for c in range(1, m):
+            top = maxnum(top, scores[r, c])
+        total = 0.0  # float64 sum whatever the dtype
+        for c in range(m):
+            e = fast_exp(beta * (scores[r, c] - top))
             out[r, c] = e
             total += e
+        inv = 1.0 / total
         for c in range(m):
-            out[r, c] /= total
+            out[r, c] *= inv
 
 
 def _numba_operands(queries, candidates):
@@ -158,31 +217,51 @@ def _numba_operands(queries, candidates):
 
 
 def _tiles(n: int, m: int):
-    """Query tiles whose score block holds about a million numbers (at least ``QUERY_TILE`` rows)."""
-    tile = max(QUERY_TILE, (1 << 20) // max(m, 1))
-    return [(start, min(start + tile, n)) for start in range(0, n, tile)]
+    """Query tiles of ``QUERY_TILE`` rows, fewer when ``m`` candidates would make a tile's scores large."""
+    tile = int(min(QUERY_TILE, max(_MIN_TILE, _TILE_SCORES // max(m, 1))))
+    return tile, [(start, min(start + tile, n)) for start in range(0, n, tile)]
 
 
 def argmax_read_numba(queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """Tiled read: NumPy's BLAS scores one query tile, the numba kernel reduces it; one tile of scores at a time.
+    """Tiled read: NumPy's BLAS scores one query tile, the numba kernel reduces it; tiles shared by threads.
 
-    (An all-numba version, calling ``np.dot`` on each tile in nopython mode, measured
-    about four times slower than NumPy's matmul in ``benchmarks/bench_memory_associative.py``
-    on the course machine, so the tile loop stays in Python: 64 tiles for 65,536 queries.)
+    Each tile is one ``np.matmul`` (``sgemm``/``dgemm``, one BLAS thread) into a
+    reused ``(tile, n_candidates)`` buffer and one ``nogil`` argmax kernel;
+    :func:`parallel_tiles` spreads the tiles over ``numba.get_num_threads()``
+    Python threads. (An all-numba version, calling ``np.dot`` in nopython mode,
+    uses SciPy's BLAS, which warns and oversubscribes inside numba's parallel
+    regions, so the tile loop stays in Python: 64 tiles for 65,536 queries.)
     """
     q, ct = _numba_operands(queries, candidates)
-    out = np.empty(q.shape[0], dtype=np.int64)
-    for start, stop in _tiles(q.shape[0], ct.shape[1]):
-        _argmax_rows_kernel(q[start:stop] @ ct, out[start:stop])  # scores (tile, n_candidates)
+    n, d = q.shape
+    m = ct.shape[1]
+    out = np.empty(n, dtype=np.int64)
+    tile, tiles = _tiles(n, m)
+
+    def work(lo, hi, scores):
+        s = scores[: hi - lo]
+        np.matmul(q[lo:hi], ct, out=s)  # (tile, n_candidates)
+        _argmax_rows_kernel(s, out[lo:hi])
+
+    parallel_tiles(tiles, work, lambda: np.empty((tile, m), dtype=q.dtype), default_workers(n * d * m))
     return out
 
 
 def softmax_read_numba(queries: np.ndarray, candidates: np.ndarray, beta: float) -> np.ndarray:
-    """Tiled read: BLAS scores per query tile, numba stable softmax written into the output."""
+    """Tiled read: BLAS scores per query tile, numba stable softmax written into the output; tiles shared by threads."""
     q, ct = _numba_operands(queries, candidates)
-    out = np.empty((q.shape[0], ct.shape[1]), dtype=q.dtype)
-    for start, stop in _tiles(q.shape[0], ct.shape[1]):
-        _softmax_rows_kernel(q[start:stop] @ ct, float(beta), out[start:stop])
+    n, d = q.shape
+    m = ct.shape[1]
+    out = np.empty((n, m), dtype=q.dtype)
+    tile, tiles = _tiles(n, m)
+    b = q.dtype.type(beta)
+
+    def work(lo, hi, scores):
+        s = scores[: hi - lo]
+        np.matmul(q[lo:hi], ct, out=s)
+        _softmax_rows_kernel(s, b, out[lo:hi])
+
+    parallel_tiles(tiles, work, lambda: np.empty((tile, m), dtype=q.dtype), default_workers(n * d * m))
     return out
 
 

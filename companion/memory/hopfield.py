@@ -42,8 +42,11 @@ from typing import Any
 import numba
 import numpy as np
 
+from .._fastmath import maxnum
 from .._validation import check_array, check_float, check_int
 from ..backend import array_kind, array_module, dispatch, for_backend, to_kind, to_numpy
+from . import _m1_kernels as _k
+from ._m1_kernels import fast_exp
 from ._m2_classical import classical_hopfield_energy, classical_hopfield_recall, hebbian_weights
 
 __all__ = [
@@ -57,7 +60,8 @@ __all__ = [
     "classical_hopfield_energy",
 ]
 
-_BLOCK = 4096  # patterns per block of the streaming softmax (CPU)
+_BLOCK = 1024  # patterns per block of the streaming softmax (CPU)
+_QUERY_TILE = 256  # queries per tile (CPU): a tile's scores, 256 x 1024 float32 = 1 MB, stay in L2
 _GPU_SCORE_BUDGET = 1 << 24  # score entries (Q * block) held at once on the GPU
 
 
@@ -106,58 +110,98 @@ def _retrieve_numpy(patterns: np.ndarray, queries: np.ndarray, beta: float, step
 
 
 # --------------------------------------------------------------- numba kernel
-@numba.njit(cache=True, parallel=True)
-def _retrieve_step_numba(scores, beta, m, total, scale):  # pragma: no cover - jitted
-    """Online-softmax update for one block of patterns, in place, parallel over queries.
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _online_softmax_block(scores, b, m, total, acc, tmp):  # pragma: no cover - jitted
+    """Online-softmax update of one block of patterns for one tile of queries, in place.
 
-    ``scores`` ``(Q, b)`` holds the raw inner products of the block; per query
-    ``m`` is the largest scaled score seen so far and ``total`` the sum of
-    ``exp(score - m)``. A block that brings a larger maximum rescales the old
-    sum once by ``exp(m_old - m_new)``, returned in ``scale`` so the caller can
-    rescale its weighted sum of patterns the same way; ``scores`` is replaced
-    by the block's unnormalised weights ``exp(beta * s - m_new)``.
+    ``scores[:, :b]`` (rows, b) holds the block's scaled scores ``beta * xi . x_j``.
+    Per row ``i``: ``m[i]`` is the largest score seen so far (same dtype as the
+    scores) and ``total[i]`` (float64) the sum of ``exp(score - m[i])`` so far;
+    ``acc[i]`` plus ``tmp[i]`` (the previous block's weighted patterns, not yet
+    added) is the weighted sum of patterns so far. A block that brings a larger
+    maximum rescales both by ``exp(m_old - m_new)``. The scores become the
+    unnormalised weights ``exp(s - m_new)`` for the next product. Row maximum
+    (``llvm.maxnum``) and ``exp`` (range reduction + polynomial) vectorise.
     """
-    n_queries, b = scores.shape
-    for i in numba.prange(n_queries):
-        block_max = -np.inf
+    rows, d = acc.shape
+    for i in range(rows):
+        block_max = scores[i, 0]
+        for j in range(1, b):
+            block_max = maxnum(block_max, scores[i, j])
+        old = m[i]
+        new = maxnum(old, block_max)
+        scale = fast_exp(old - new)  # 0 on the first block (m starts at the lowest finite number)
+        row_sum = scale - scale  # 0 in the scores' dtype
         for j in range(b):
-            v = beta * scores[i, j]
-            scores[i, j] = v
-            if v > block_max:
-                block_max = v
-        new_m = max(m[i], block_max)
-        scale[i] = np.exp(m[i] - new_m)  # 0.0 on the first block (m = -inf)
-        row_sum = 0.0
-        for j in range(b):
-            w = np.exp(scores[i, j] - new_m)
+            w = fast_exp(scores[i, j] - new)
             scores[i, j] = w
             row_sum += w
-        total[i] = total[i] * scale[i] + row_sum
-        m[i] = new_m
+        total[i] = total[i] * scale + row_sum
+        m[i] = new
+        for k in range(d):
+            acc[i, k] = (acc[i, k] + tmp[i, k]) * scale
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _finish_tile(acc, tmp, total, out):  # pragma: no cover - jitted
+    """``out = (acc + tmp) / total``: the weighted average of the patterns, row by row."""
+    rows, d = acc.shape
+    for i in range(rows):
+        inv = 1.0 / total[i]
+        for k in range(d):
+            out[i, k] = (acc[i, k] + tmp[i, k]) * inv
+
+
+def _retrieve_tile(x: np.ndarray, qs: np.ndarray, out: np.ndarray, block: int, scores: np.ndarray) -> None:
+    """One step for one tile of (already ``beta``-scaled) queries ``qs``, streaming ``x`` in blocks."""
+    rows, d = qs.shape
+    dtype = qs.dtype
+    m = np.full(rows, np.finfo(dtype).min, dtype=dtype)
+    total = np.zeros(rows)
+    acc = np.zeros((rows, d), dtype=dtype)  # running weighted sum of patterns
+    tmp = np.zeros((rows, d), dtype=dtype)  # the last block's weighted patterns
+    for start in range(0, x.shape[0], block):
+        xb = x[start:start + block]  # (b, d)
+        b = xb.shape[0]
+        s = scores[:, :b]  # (rows, b), leading dimension ``block``: still a BLAS operand
+        np.matmul(qs, xb.T, out=s)  # BLAS gemm: scaled scores
+        _online_softmax_block(scores, b, m, total, acc, tmp)
+        np.matmul(s, xb, out=tmp)  # BLAS gemm: the block's weighted patterns
+    _finish_tile(acc, tmp, total, out)
 
 
 def _retrieve_numba(patterns: np.ndarray, queries: np.ndarray, beta: float, steps: int) -> np.ndarray:
-    """Patterns streamed in blocks of ``_BLOCK``: NumPy's BLAS computes each block's
-    scores ``(Q, b)`` and weighted patterns, the numba kernel the online softmax between
-    them, so memory is ``Q * (_BLOCK + d)`` numbers whatever ``N`` is. (numba's own
-    ``np.dot`` binding measured several times slower than NumPy's BLAS on these machines.)
+    """Streaming softmax over blocks of ``_BLOCK`` patterns, tiles of ``_QUERY_TILE`` queries.
+
+    For each tile of queries, each block of patterns costs two BLAS products
+    through NumPy (``np.matmul``, float32 ``sgemm`` / float64 ``dgemm``: the
+    scores ``(beta xi) X_b^T`` into a reused buffer, then the weights times
+    ``X_b``) and, between them, one numba kernel (row maximum, vectorised
+    polynomial ``exp``, row sums, online rescaling). Memory: a score buffer of
+    ``_QUERY_TILE x _BLOCK`` per worker, whatever ``N`` is. Tiles are shared by
+    ``numba.get_num_threads()`` Python threads (the BLAS and the numba kernels
+    release the GIL) with the BLAS pinned to one thread meanwhile
+    (:func:`companion.memory._m1_kernels.parallel_tiles`), so there is no
+    thread barrier per product.
     """
     dtype = _result_dtype(patterns, queries)
     x = np.ascontiguousarray(patterns, dtype=dtype)  # (N, d)
     state = np.ascontiguousarray(queries, dtype=dtype)  # (Q, d)
+    n, d = x.shape
     n_queries = state.shape[0]
+    block = int(max(1, min(_BLOCK, n)))
+    workers = _k.default_workers(n_queries * n * d)
+    tile = int(max(1, min(_QUERY_TILE, -(-n_queries // workers))))  # every worker gets a tile
+    tiles = [(lo, min(lo + tile, n_queries)) for lo in range(0, n_queries, tile)]
     for _ in range(steps):
-        m = np.full(n_queries, -np.inf)
-        total = np.zeros(n_queries)
-        scale = np.empty(n_queries)
-        acc = np.zeros_like(state)  # (Q, d): running weighted sum of patterns
-        for start in range(0, x.shape[0], _BLOCK):
-            xb = x[start : start + _BLOCK]  # (b, d)
-            scores = state @ xb.T  # (Q, b)
-            _retrieve_step_numba(scores, dtype.type(beta), m, total, scale)
-            acc *= scale[:, None].astype(dtype)
-            acc += scores @ xb
-        state = (acc / total[:, None]).astype(dtype, copy=False)
+        qs = dtype.type(beta) * state  # (Q, d): the reference's (beta * xi) @ X^T
+        out = np.empty_like(qs)
+
+        def work(lo, hi, scores, qs=qs, out=out):
+            _retrieve_tile(x, qs[lo:hi], out[lo:hi], block, scores[: hi - lo])
+
+        _k.parallel_tiles(tiles, work, lambda: np.empty((tile, block), dtype=dtype), workers)
+        state = out
     return state
 
 

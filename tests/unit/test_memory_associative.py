@@ -62,6 +62,78 @@ def test_argmax_read_takes_first_index_on_ties():
         assert kernels.ARGMAX_READ[name](q, c).tolist() == [1, 1]
 
 
+@pytest.fixture
+def _threaded_tiles(monkeypatch):
+    """Tiles of 16 queries on two threads, whatever the work: the threaded path runs at test sizes."""
+    monkeypatch.setattr(kernels, "QUERY_TILE", 16)
+    monkeypatch.setattr(kernels, "_MIN_TILE", 1)
+    monkeypatch.setattr(kernels, "default_workers", lambda work: 2)
+
+
+@pytest.mark.usefixtures("_threaded_tiles")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_queries", [1, 16, 203])  # one row, one full tile, 12 full tiles + a tail of 11
+def test_threaded_tiled_reads_match_reference(dtype, n_queries):
+    rng = np.random.default_rng(100 + n_queries)
+    queries = rng.standard_normal((n_queries, 40)).astype(dtype)
+    cands = rng.standard_normal((13, 40)).astype(dtype)
+    np.testing.assert_array_equal(kernels.argmax_read_numba(queries, cands), kernels.argmax_read_numpy(queries, cands))
+    got = kernels.softmax_read_numba(queries, cands, 0.7)
+    assert got.dtype == dtype and got.shape == (n_queries, 13)
+    np.testing.assert_allclose(got, kernels.softmax_read_numpy(queries, cands, 0.7),
+                               atol=1e-6 if dtype == np.float32 else 1e-12, rtol=1e-5 if dtype == np.float32 else 0)
+
+
+@pytest.mark.usefixtures("_threaded_tiles")
+def test_threaded_argmax_ties_non_contiguous_and_many_candidates():
+    # ties everywhere: every row must take the first of the equal maxima, in every tile
+    q = np.ones((50, 3), dtype=np.float32)
+    c = np.array([[0.0, 0, 0], [1, 1, 1], [1, 1, 1], [-1, 0, 0]], dtype=np.float32)
+    assert (kernels.argmax_read_numba(q, c) == 1).all()
+    rng = np.random.default_rng(7)
+    big = rng.standard_normal((90, 64))
+    queries = big[:, ::2]  # strided (90, 32)
+    cands = np.asfortranarray(rng.standard_normal((300, 32)))  # more candidates than the vector width
+    np.testing.assert_array_equal(kernels.argmax_read_numba(queries, cands), (queries @ cands.T).argmax(1))
+    s = 2.0 * queries @ cands.T
+    p = np.exp(s - s.max(1, keepdims=True))
+    np.testing.assert_allclose(kernels.softmax_read_numba(queries, cands, 2.0), p / p.sum(1, keepdims=True), atol=1e-12)
+
+
+def test_softmax_read_extreme_scores_stay_finite():
+    q = np.array([[1.0, 0.0], [0.0, 1.0]])
+    c = np.array([[1e3, 0.0], [-1e3, 0.0], [0.0, 5e2]])
+    got = kernels.softmax_read_numba(q, c, 10.0)  # scores of order 1e4: exp overflows without the shift
+    np.testing.assert_allclose(got, kernels.softmax_read_numpy(q, c, 10.0), atol=1e-12)
+    assert np.isfinite(got).all()
+
+
+def test_parallel_tiles_runs_every_tile_once_and_reraises():
+    tiles = [(lo, min(lo + 3, 20)) for lo in range(0, 20, 3)]
+    hits = np.zeros(20, dtype=np.int64)
+    scratches = []
+
+    def work(lo, hi, scratch):
+        hits[lo:hi] += 1
+        scratch.append(lo)
+
+    def make():
+        scratches.append([])
+        return scratches[-1]
+
+    kernels.parallel_tiles(tiles, work, make, workers=3)
+    assert (hits == 1).all() and sum(len(s) for s in scratches) == len(tiles) and len(scratches) == 3
+
+    def boom(lo, hi, scratch):
+        if lo == 9:
+            raise RuntimeError("tile 9 failed")
+
+    with pytest.raises(RuntimeError, match="tile 9 failed"):
+        kernels.parallel_tiles(tiles, boom, list, workers=2)
+    with pytest.raises(RuntimeError, match="tile 9 failed"):
+        kernels.parallel_tiles(tiles, boom, list, workers=1)
+
+
 # ------------------------------------------------------------------ memory
 @pytest.mark.parametrize("name", BACKENDS)
 def test_memory_write_read_agree_across_backends(name):

@@ -83,6 +83,66 @@ def test_numba_matches_numpy_when_maximum_moves_between_blocks():
                                hopfield_retrieve(x, q, beta=2.0, backend="numpy"), atol=1e-12)
 
 
+@pytest.fixture
+def _threaded_tiles(monkeypatch):
+    """Small query tiles and no small-work cut-off: the threaded multi-tile path runs at test sizes."""
+    from companion.memory import _m1_kernels
+    from companion.memory import hopfield as hopfield_module
+
+    monkeypatch.setattr(hopfield_module, "_QUERY_TILE", 48)
+    monkeypatch.setattr(_m1_kernels, "_SMALL_WORK", 0)
+    monkeypatch.setattr(_m1_kernels, "default_workers", lambda work: 2)
+
+
+@pytest.mark.usefixtures("_threaded_tiles")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("steps", [1, 2])
+def test_numba_threaded_tiles_and_blocks_with_tails_match_reference(dtype, steps):
+    # 130 queries: tiles of 48, 48, 34 on two threads; 700 patterns: blocks of 256, 256, 188
+    rng = np.random.default_rng(11)
+    x, q = _data(rng, n=700, q=130, d=24, dtype=dtype, scale=0.4)
+    got = hopfield_retrieve(x, q, beta=1.3, steps=steps, backend="numba")
+    assert got.dtype == dtype and got.shape == q.shape
+    np.testing.assert_allclose(got, _loop_reference(x, q, 1.3, steps), atol=ATOL[dtype], rtol=1e-4)
+    ref = hopfield_retrieve(x, q, beta=1.3, steps=steps, backend="numpy")
+    np.testing.assert_allclose(got, ref, atol=ATOL[dtype], rtol=1e-4)
+
+
+@pytest.mark.usefixtures("_threaded_tiles")
+def test_numba_threaded_path_keeps_huge_scores_and_late_maxima_exact():
+    rng = np.random.default_rng(12)
+    x, q = _data(rng, n=600, q=70, d=16, scale=10.0)
+    np.testing.assert_allclose(hopfield_retrieve(x, q, beta=500.0, backend="numba"),
+                               _loop_reference(x, q, 500.0, 1), atol=1e-9)
+    x32 = rng.standard_normal((900, 8)).astype(np.float32)
+    x32[-1] = 5.0  # the best pattern in the last (partial) block
+    q32 = np.full((100, 8), 1.0, dtype=np.float32)
+    np.testing.assert_allclose(hopfield_retrieve(x32, q32, beta=2.0, backend="numba"),
+                               _loop_reference(x32, q32, 2.0, 1), atol=5e-5, rtol=1e-4)
+
+
+def test_numba_non_contiguous_and_mixed_dtype_input():
+    rng = np.random.default_rng(13)
+    big = rng.standard_normal((700, 48)) * 0.4
+    x = big[:, ::2]  # (700, 24), strided
+    q = np.asfortranarray(rng.standard_normal((37, 24)).astype(np.float32) * 0.4)
+    got = hopfield_retrieve(x, q, beta=1.3, backend="numba")  # float64 patterns, float32 queries -> float64
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, _loop_reference(x, q, 1.3, 1), atol=1e-11)
+    got32 = hopfield_retrieve(x.astype(np.float32), q, beta=1.3, backend="numba")
+    np.testing.assert_allclose(got32, _loop_reference(x, q, 1.3, 1), atol=ATOL[np.float32], rtol=1e-4)
+
+
+def test_numba_one_pattern_one_query_and_single_block():
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((1, 5))
+    q = rng.standard_normal(5)
+    np.testing.assert_allclose(hopfield_retrieve(x, q, beta=0.3, backend="numba"), x[0], atol=1e-12)
+    x, q = _data(rng, n=100, q=3, d=4)  # fewer patterns than a block
+    np.testing.assert_allclose(hopfield_retrieve(x, q, beta=0.8, steps=3, backend="numba"),
+                               _loop_reference(x, q, 0.8, 3), atol=1e-11)
+
+
 def test_steps_iterate_single_updates():
     rng = np.random.default_rng(3)
     x, q = _data(rng, n=50, q=5, d=6)

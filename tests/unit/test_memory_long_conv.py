@@ -91,3 +91,31 @@ def test_bad_input_raises_clear_errors():
         sgconv_kernel(np.ones((2, 1, 2)), 8, decay=2.0)
     with pytest.raises(ValueError, match="sub_kernels must have 3 dimensions"):
         sgconv_kernel(np.ones((2, 2)), 8)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_fft_path_long_signal_lead_dims_and_threads(dtype):
+    """The CPU fast path (scipy.fft in the input precision, workers = numba threads) vs numpy.fft."""
+    import numba
+
+    rng = np.random.default_rng(3)
+    u = rng.standard_normal((2, 3, 4, 3000)).astype(dtype)  # n + L - 1 = 4999: padded to 8192
+    kernel = (rng.standard_normal(2000) * np.exp(-np.arange(2000) / 300)).astype(dtype)  # shared 1-D kernel
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        got = causal_long_conv(u, kernel, backend="numba")
+    finally:
+        numba.set_num_threads(threads)
+    expected = causal_long_conv(u.astype(np.float64), kernel.astype(np.float64), backend="numpy")
+    assert got.dtype == dtype and got.shape == u.shape
+    tol = 2e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
+    np.testing.assert_allclose(got[0, 1, 2, :50], _direct(u[0, 1, 2:3, :50], kernel[None, :50])[0], atol=tol)
+
+
+def test_fast_fft_path_non_contiguous_input():
+    rng = np.random.default_rng(4)
+    u = rng.standard_normal((40, 3)).astype(np.float32).T  # (channels=3, n=40), a transposed view
+    kernel = rng.standard_normal((3, 40)).astype(np.float32)
+    np.testing.assert_allclose(causal_long_conv(u, kernel, backend="numba"), _direct(u, kernel), atol=1e-4)
