@@ -63,7 +63,10 @@ Accounting (``bytes_min`` / ``flops_min``):
   algorithm (a Monte-Carlo estimate does less).
 * random-walk step: bytes = the CSR arrays read once (row pointers, 4-byte indices,
   values) + X read once + the output written once; flops = 2 nnz B. Gathered rows of
-  X read more than once from memory are not counted (the random-order row pays them).
+  X read more than once from memory are not counted (the random-order row pays them),
+  nor is the read-for-ownership of output lines written with ordinary stores (the
+  numba kernel writes large outputs with non-temporal stores, which skip it; SciPy
+  and torch pay it, a third more traffic than ``bytes_min`` in float64 local order).
 * Laplacian PE: bytes = the graph read + the (n, k) output written; flops = 0 (no
   useful lower bound for an iterative eigensolver): frac_ceiling is meaningless there.
 * Fourier: bytes = coords read + B read + the (n, 2F) float32 output written;
@@ -342,7 +345,8 @@ def bench_random_walk_step(ctx: H.Context, P, source: str) -> list[H.Row]:
             H.Impl("companion numba (out=)", "companion",
                    lambda op=op, x=x, b=buffer: graph_pe.random_walk_step(op, x, backend="numba", out=b),
                    threads=numba_threads(P, "graph_pe._step_rows_parallel", nt), source=source,
-                   note="one pass over the CSR rows into a preallocated output"),
+                   note="one pass over the CSR rows into a preallocated output; rows summed in AVX registers, "
+                        "non-temporal stores for outputs >= 32 MiB"),
             H.Impl("companion numba", "companion", lambda op=op, x=x: graph_pe.random_walk_step(op, x, backend="numba"),
                    threads=numba_threads(P, "graph_pe._step_rows_parallel", nt), source=source,
                    note="fresh output array (its page faults are timed)"),

@@ -27,7 +27,8 @@ One random-walk step for many walkers at once, the streaming kernel under
 diffusion-style encodings, is :func:`random_walk_step` (``out = P^T X`` for the
 operator from :func:`random_walk_operator`): ``_step_numpy`` gathers and sums with
 ``np.add.reduceat``; ``_step_rows_serial`` / ``_step_rows_parallel`` make one pass
-over the CSR rows; ``_step_cupy`` calls cuSPARSE. :func:`random_walk_pe` does not
+over the CSR rows (each row summed in vector registers by a small LLVM-IR helper,
+large outputs written with non-temporal stores); ``_step_cupy`` calls cuSPARSE. :func:`random_walk_pe` does not
 use it: pushing ``B`` one-hot columns through whole-graph steps costs
 ``n k nnz`` multiply-adds against the ball walk's sum of ball sizes (116x more
 on a 100 x 100 grid with k = 16).
@@ -35,6 +36,7 @@ on a 100 x 100 grid with k = 16).
 
 from __future__ import annotations
 
+import platform
 from typing import Any
 
 import numba
@@ -43,6 +45,9 @@ import scipy.linalg
 import scipy.sparse as sp
 import scipy.sparse.csgraph as csgraph
 import scipy.sparse.linalg as spla
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from .._validation import check_array, check_int
 from ..backend import array_kind, array_module, dispatch, for_backend, is_on_gpu, to_kind, to_numpy
@@ -520,34 +525,252 @@ def _step_numpy(
         lo = hi
 
 
-def _step_rows_python(indptr, indices, data, x, out, n_chunks, bad):  # pragma: no cover - jitted
+# ---- numba helpers of the step kernel: LLVM vector code that numba does not emit by itself
+#: Bytes per cache line (and per vector register of the line helpers: 8 float64 or 16 float32).
+_LINE_BYTES = 64
+#: Non-temporal stores and ``sfence`` are emitted on x86 only; elsewhere "streaming" stores are ordinary ones.
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+
+
+def _vector_type(context, dtype):
+    """LLVM ``(element type, <L x element>)`` for one 64-byte line of ``dtype``."""
+    ftype = context.get_value_type(dtype)
+    return ftype, ir.VectorType(ftype, _LINE_BYTES // context.get_abi_sizeof(ftype))
+
+
+def _element_address(context, builder, arytype, ary, index, indextype):
+    """Integer address of flat element ``index`` of the C-contiguous array ``ary``."""
+    i64 = ir.IntType(64)
+    data = context.make_array(arytype)(context, builder, ary).data
+    idx = context.cast(builder, index, indextype, types.int64)
+    item = context.get_abi_sizeof(context.get_data_type(arytype.dtype))
+    return builder.add(builder.ptrtoint(data, i64), builder.mul(idx, ir.Constant(i64, item)))
+
+
+@intrinsic
+def _data_address(typingctx, arr):
+    """The address of ``arr``'s first element, as an int64."""
+    if not isinstance(arr, types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.ptrtoint(data, ir.IntType(64))
+
+    return types.int64(arr), codegen
+
+
+@intrinsic
+def _store_fence(typingctx):
+    """``sfence``: orders this thread's non-temporal stores before whatever follows (the join of the threads)."""
+
+    def codegen(context, builder, signature, args):
+        if _X86:
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse.sfence")
+            builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+def _make_store_line(nontemporal: bool):
+    """Intrinsic ``(dst, di, src, si) -> bool``: copy the 64-byte line at flat element ``si`` of ``src`` to flat
+    element ``di`` of ``dst``; True when one of its values is NaN or infinite (``v * 0`` is NaN exactly then).
+
+    ``nontemporal``: the store carries LLVM ``!nontemporal`` metadata and 64-byte alignment, so it becomes
+    ``vmovntpd``/``vmovntps``: the line goes to memory without being read first (no read-for-ownership) and
+    without evicting cached data. The destination address MUST be 64-byte aligned then.
+    Off x86 the store is an ordinary one (no ``sfence`` there to order streaming stores).
+    """
+    nontemporal = nontemporal and _X86
+
+    @intrinsic
+    def store_line(typingctx, dst, di, src, si):
+        if not (isinstance(dst, types.Array) and isinstance(src, types.Array) and dst.dtype == src.dtype):
+            return None
+
+        def codegen(context, builder, signature, args):
+            ftype, vtype = _vector_type(context, signature.args[0].dtype)
+            item = context.get_abi_sizeof(ftype)
+            tys = signature.args
+            d = builder.inttoptr(_element_address(context, builder, tys[0], args[0], args[1], tys[1]), vtype.as_pointer())
+            s = builder.inttoptr(_element_address(context, builder, tys[2], args[2], args[3], tys[3]), vtype.as_pointer())
+            value = builder.load(s, align=item)
+            store = builder.store(value, d, align=_LINE_BYTES if nontemporal else item)
+            if nontemporal:
+                store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+            z = builder.fmul(value, ir.Constant(vtype, None))
+            bits = builder.bitcast(builder.fcmp_unordered("uno", z, z), ir.IntType(vtype.count))
+            return builder.icmp_unsigned("!=", bits, ir.Constant(ir.IntType(vtype.count), 0))
+
+        return types.boolean(dst, di, src, si), codegen
+
+    return store_line
+
+
+_store_line = _make_store_line(False)
+_stream_line = _make_store_line(True)
+
+
+def _make_row_sum(k: int):
+    """Intrinsic ``(acc, ai, x, col, indices, data, lo, hi, b)``: ``k`` lines (L = 64 / itemsize columns each) of
+    one output row, ``acc[ai : ai + k L] = sum_e data[e] * x[indices[e] * b + col : ... + k L]`` over ``e`` in
+    ``lo .. hi - 1`` (flat indices into C-contiguous ``acc`` and ``x``).
+
+    The sum runs in entry order with fused multiply-adds, in ``k`` vector registers (a loop with vector phis,
+    written in LLVM IR: numba's own loop keeps the accumulator in memory and stays scalar), and is stored once.
+    """
+
+    @intrinsic
+    def row_sum(typingctx, acc, ai, x, col, indices, data, lo, hi, b):
+        if not (isinstance(acc, types.Array) and isinstance(x, types.Array) and isinstance(data, types.Array)
+                and acc.dtype == x.dtype == data.dtype and isinstance(indices, types.Array)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            tys = signature.args
+            ftype, vtype = _vector_type(context, tys[0].dtype)
+            item = context.get_abi_sizeof(ftype)
+            lanes = vtype.count
+            i64 = ir.IntType(64)
+
+            def to64(i):
+                return context.cast(builder, args[i], tys[i], types.int64)
+
+            ai_, col_, lo_, hi_, b_ = (to64(i) for i in (1, 3, 6, 7, 8))
+            x_base = builder.ptrtoint(context.make_array(tys[2])(context, builder, args[2]).data, i64)
+            ind_ptr = context.make_array(tys[4])(context, builder, args[4]).data
+            dat_ptr = context.make_array(tys[5])(context, builder, args[5]).data
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vtype, [vtype] * 3),
+                                                 f"llvm.fma.v{lanes}f{8 * item}")
+            start = builder.block
+            head = builder.append_basic_block("row_sum.head")
+            body = builder.append_basic_block("row_sum.body")
+            done = builder.append_basic_block("row_sum.done")
+            builder.branch(head)
+            builder.position_at_end(head)
+            e = builder.phi(i64)
+            sums = [builder.phi(vtype) for _ in range(k)]
+            e.add_incoming(lo_, start)
+            for s in sums:
+                s.add_incoming(ir.Constant(vtype, None), start)
+            builder.cbranch(builder.icmp_signed("<", e, hi_), body, done)
+            builder.position_at_end(body)
+            u = context.cast(builder, builder.load(builder.gep(ind_ptr, [e])), tys[4].dtype, types.int64)
+            w = builder.load(builder.gep(dat_ptr, [e]))
+            wv = builder.insert_element(ir.Constant(vtype, ir.Undefined), w, ir.Constant(ir.IntType(32), 0))
+            wv = builder.shuffle_vector(wv, ir.Constant(vtype, ir.Undefined),
+                                        ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+            row = builder.add(x_base, builder.mul(builder.add(builder.mul(u, b_), col_), ir.Constant(i64, item)))
+            new = []
+            for line, s in enumerate(sums):
+                p = builder.inttoptr(builder.add(row, ir.Constant(i64, line * _LINE_BYTES)), vtype.as_pointer())
+                new.append(builder.call(fma, [wv, builder.load(p, align=item), s]))
+            end = builder.block
+            e.add_incoming(builder.add(e, ir.Constant(i64, 1)), end)
+            for s, value in zip(sums, new):
+                s.add_incoming(value, end)
+            builder.branch(head)
+            builder.position_at_end(done)
+            dst = _element_address(context, builder, tys[0], args[0], ai_, types.int64)
+            for line, s in enumerate(sums):
+                p = builder.inttoptr(builder.add(dst, ir.Constant(i64, line * _LINE_BYTES)), vtype.as_pointer())
+                builder.store(s, p, align=item)
+            return context.get_dummy_value()
+
+        return types.void(acc, ai, x, col, indices, data, lo, hi, b), codegen
+
+    return row_sum
+
+
+_row_sum1, _row_sum2, _row_sum3, _row_sum4 = (_make_row_sum(k) for k in (1, 2, 3, 4))
+
+#: Bytes of output rows the step kernel accumulates (in L1) before writing them out.
+_STEP_STAGE_BYTES = 4096
+
+
+def _step_rows_python(indptr, indices, data, x, out, n_chunks, bad, stream):  # pragma: no cover - jitted
     """Rows of ``out = M @ x`` (CSR times dense), chunk ``c`` of the rows per loop trip.
 
-    Row ``v`` of ``out`` is the accumulator: it is zeroed, then each stored entry
-    ``(v, u)`` adds ``data * x[u, :]`` (a contiguous, vectorised pass over B
-    columns; ``x[u]`` is a gathered row). ``bad[c]`` is set when a row of chunk ``c``
-    came out NaN or infinite (``z * 0`` is NaN exactly then), so checking the
-    inputs costs no extra pass.
+    Rows are computed a group at a time (``_STEP_STAGE_BYTES`` of output) into a small
+    buffer ``stage`` that stays in L1. Row ``v`` is summed four 64-byte lines of
+    columns at a time in vector registers (:func:`_make_row_sum`): each stored entry
+    ``(v, u)`` adds ``data * x[u, cols]`` with a fused multiply-add, in entry order;
+    columns past the last whole line are summed one by one, in the same order. The
+    group is then copied to ``out`` line by line; with ``stream`` the aligned whole
+    lines go out as non-temporal stores (``vmovntpd``: no read of the old line, no
+    cache pollution; ``out``'s address must be a multiple of the itemsize) and the
+    partial lines at the group's ends as ordinary stores. ``bad[c]`` is set when a
+    value of chunk ``c`` came out NaN or infinite (``z * 0`` is NaN exactly then),
+    tested on the lines as they are copied, so checking the inputs costs no extra pass.
     """
     n = out.shape[0]
     b = out.shape[1]
+    item = out.itemsize
+    line = 64 // item  # columns per 64-byte line
+    n_lines = b // line
+    b_lines = n_lines * line  # columns summed by the vector helpers
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    base = _data_address(out)
+    group = max(1, 4096 // max(1, b * item))  # rows per stage (_STEP_STAGE_BYTES)
     chunk = (n + n_chunks - 1) // n_chunks
     for c in numba.prange(n_chunks):
         flag = False
-        for v in range(c * chunk, min((c + 1) * chunk, n)):
-            acc = out[v]
-            for j in range(b):
-                acc[j] = 0
-            for e in range(indptr[v], indptr[v + 1]):
-                w = data[e]
-                xu = x[indices[e]]
-                for j in range(b):
-                    acc[j] += w * xu[j]
-            for j in range(b):
-                z = acc[j] * 0
+        stage = np.empty(group * b, dtype=out.dtype)
+        zero = np.zeros(1, dtype=out.dtype)[0]
+        r1 = min((c + 1) * chunk, n)
+        g0 = c * chunk
+        while g0 < r1:
+            g1 = min(g0 + group, r1)
+            for v in range(g0, g1):
+                so = (v - g0) * b
+                lo = indptr[v]
+                hi = indptr[v + 1]
+                col = 0
+                while col + 4 * line <= b_lines:
+                    _row_sum4(stage, so + col, xf, col, indices, data, lo, hi, b)
+                    col += 4 * line
+                rest = (b_lines - col) // line
+                if rest == 3:
+                    _row_sum3(stage, so + col, xf, col, indices, data, lo, hi, b)
+                elif rest == 2:
+                    _row_sum2(stage, so + col, xf, col, indices, data, lo, hi, b)
+                elif rest == 1:
+                    _row_sum1(stage, so + col, xf, col, indices, data, lo, hi, b)
+                for j in range(b_lines, b):
+                    s = zero
+                    for e in range(lo, hi):
+                        s += data[e] * xf[indices[e] * b + j]
+                    stage[so + j] = s
+            m = (g1 - g0) * b  # values of this group
+            f0 = g0 * b  # their first flat index in out
+            h = 0  # values before the first 64-byte aligned address of out (stream only)
+            if stream:
+                h = min(m, (line - ((base + f0 * item) % 64) // item) % line)
+            for j in range(h):
+                z = stage[j]
+                of[f0 + j] = z
+                z = z * 0
                 flag |= z != z
+            j = h
+            if stream:
+                while j + line <= m:
+                    flag |= _stream_line(of, f0 + j, stage, j)
+                    j += line
+            else:
+                while j + line <= m:
+                    flag |= _store_line(of, f0 + j, stage, j)
+                    j += line
+            for t in range(j, m):
+                z = stage[t]
+                of[f0 + t] = z
+                z = z * 0
+                flag |= z != z
+            g0 = g1
+        if stream:
+            _store_fence()
         bad[c] = flag
-
 
 # "contract" only (fused multiply-add): the NaN test above needs IEEE comparisons
 _step_rows_serial = numba.njit(cache=True, fastmath={"contract"}, boundscheck=False)(_step_rows_python)
@@ -557,16 +780,29 @@ _step_rows_parallel = numba.njit(cache=True, fastmath={"contract"}, boundscheck=
 #: multi-threaded kernel (see :data:`RW_PARALLEL_MIN_NODES` for why small ones do not).
 STEP_PARALLEL_MIN_WORK = 1 << 22
 
+#: Outputs of at least this many bytes are written with non-temporal (streaming) stores.
+#: Below it the output is likely to stay in cache for the next step, where streaming
+#: stores would push it out to memory.
+STEP_STREAM_MIN_BYTES = 1 << 25
 
-def _step_numba(indptr, indices, data, x, out, parallel: bool | None = None) -> bool:
-    """Run the numba kernel; return True when a row came out non-finite."""
+
+def _step_numba(indptr, indices, data, x, out, parallel: bool | None = None, stream: bool | None = None) -> bool:
+    """Run the numba kernel; return True when a row came out non-finite.
+
+    ``parallel`` / ``stream`` default to the size rules :data:`STEP_PARALLEL_MIN_WORK`
+    and :data:`STEP_STREAM_MIN_BYTES`; ``stream`` is off when ``out``'s address is not
+    a multiple of its itemsize (the kernel's alignment arithmetic needs that).
+    """
     if parallel is None:
         parallel = indices.shape[0] * x.shape[1] >= STEP_PARALLEL_MIN_WORK
+    if stream is None:
+        stream = out.nbytes >= STEP_STREAM_MIN_BYTES
+    stream = bool(stream) and out.ctypes.data % out.itemsize == 0
     n = out.shape[0]
     n_chunks = max(1, min(n, 16 * numba.get_num_threads())) if parallel else 1
     bad = np.zeros(n_chunks, dtype=np.bool_)
     kernel = _step_rows_parallel if parallel else _step_rows_serial
-    kernel(indptr, indices, data, x, out, n_chunks, bad)
+    kernel(indptr, indices, data, x, out, n_chunks, bad, stream)
     return bool(bad.any())
 
 
@@ -623,10 +859,14 @@ def random_walk_step(operator: Any, x: Any, *, out: Any = None, backend: str = "
 
     The numba kernel is a streaming pass: the CSR arrays are read once, ``out`` is
     written once row by row, and row ``v`` gathers the rows ``x[u]`` of its
-    entries. When nodes are numbered so that neighbours have nearby labels (a
-    mesh, a spatial sort, a reverse Cuthill-McKee order) the gathered rows are
-    still in cache from the previous rows and ``x`` is read from memory about
-    once; a random labelling makes every gathered row a cache miss.
+    entries, summing them (fused multiply-adds, in entry order) in AVX vector
+    registers. Outputs of at least :data:`STEP_STREAM_MIN_BYTES` are written with
+    non-temporal stores (on x86), which skip reading each output line before
+    overwriting it and leave the caches to ``x``. When nodes are numbered so that
+    neighbours have nearby labels (a mesh, a spatial sort, a reverse Cuthill-McKee
+    order) the gathered rows are still in cache from the previous rows and ``x``
+    is read from memory about once; a random labelling makes every gathered row a
+    cache miss.
 
     Parameters
     ----------
@@ -644,7 +884,7 @@ def random_walk_step(operator: Any, x: Any, *, out: Any = None, backend: str = "
     backend : {"auto", "numpy", "numba", "cupy"}, default "auto"
         ``"numpy"``: gathered blocks summed with ``np.add.reduceat`` (reference).
         ``"numba"``: one pass over the CSR rows, parallel over row blocks for
-        large inputs. ``"cupy"``: cuSPARSE through ``cupyx.scipy.sparse``.
+        large inputs, streaming stores for large outputs. ``"cupy"``: cuSPARSE through ``cupyx.scipy.sparse``.
 
     Returns
     -------

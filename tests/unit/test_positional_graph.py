@@ -228,6 +228,83 @@ def test_random_walk_step_parallel_kernel_matches_serial():
     np.testing.assert_allclose(o1, op.toarray() @ x, atol=1e-14)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_random_walk_step_kernel_widths_streaming_and_threads(dtype):
+    # widths below, at and past whole 64-byte lines and 4-line groups; every kernel variant
+    # (serial / parallel, ordinary / non-temporal stores) gives bitwise the same result
+    rng = np.random.default_rng(13)
+    a = _random_graph(rng, 90, 0.05)  # isolated nodes (empty rows) included
+    op = graph_pe.random_walk_operator(a, dtype=dtype)
+    dense = _dense_operator(a)
+    tol = 1e-13 if dtype == np.float64 else 1e-5
+    for b in (1, 3, 8, 15, 16, 17, 32, 33, 40, 64, 70, 130):
+        x = rng.random((90, b)).astype(dtype)
+        want = dense @ x.astype(np.float64)
+        first = None
+        for parallel in (False, True):
+            for stream in (False, True):
+                out = np.full_like(x, np.nan)
+                assert not graph_pe._step_numba(op.indptr, op.indices, op.data, x, out, parallel=parallel,
+                                                stream=stream)
+                np.testing.assert_allclose(out, want, atol=tol, rtol=tol)
+                if first is None:
+                    first = out
+                np.testing.assert_array_equal(out, first)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_random_walk_step_streaming_any_alignment(dtype):
+    # out starting at every element offset inside a cache line (partial lines at both ends of
+    # every stage group), one that is not even itemsize-aligned, and int64 CSR indices
+    rng = np.random.default_rng(14)
+    a = _random_graph(rng, 300, 0.03)
+    op = graph_pe.random_walk_operator(a, dtype=dtype)
+    x = rng.random((300, 20)).astype(dtype)
+    want = np.empty_like(x)
+    graph_pe._step_numba(op.indptr, op.indices, op.data, x, want, parallel=False, stream=False)
+    np.testing.assert_allclose(want, _dense_operator(a) @ x.astype(np.float64), atol=1e-5)
+    per_line = 64 // x.itemsize
+    raw = np.empty(x.size + 2 * per_line, dtype=dtype)
+    for shift in range(per_line):
+        out = raw[shift:shift + x.size].reshape(x.shape)
+        out[...] = np.nan
+        assert not graph_pe._step_numba(op.indptr, op.indices, op.data, x, out, parallel=True, stream=True)
+        np.testing.assert_array_equal(out, want)
+    buf = bytearray(x.nbytes + 1)
+    odd = np.frombuffer(buf, dtype=dtype, offset=1).reshape(x.shape)  # address not a multiple of the itemsize
+    assert not graph_pe._step_numba(op.indptr, op.indices, op.data, x, odd, parallel=False, stream=True)
+    np.testing.assert_array_equal(odd, want)
+    out = np.empty_like(x)
+    idx64, ptr64 = op.indices.astype(np.int64), op.indptr.astype(np.int64)
+    assert not graph_pe._step_numba(ptr64, idx64, op.data, x, out, parallel=False, stream=True)
+    np.testing.assert_array_equal(out, want)
+
+
+def test_random_walk_step_streaming_catches_nonfinite_everywhere():
+    # a NaN / inf reaching any row (group ends, partial lines, remainder columns) is reported
+    rng = np.random.default_rng(15)
+    a = _random_graph(rng, 200, 0.05)
+    op = graph_pe.random_walk_operator(a)
+    b = 19  # 2 whole lines of float64 + 3 remainder columns; rows do not fill lines evenly
+    x = rng.random((200, b))
+    raw = np.empty(x.size + 3)
+    out = raw[3:].reshape(x.shape)  # not 64-byte aligned
+    counts = np.diff(op.indptr)
+    group = 4096 // (b * 8)
+    nonempty = np.flatnonzero(counts > 0)
+    for target in (0, group - 1, group, 2 * group + 1, 199):
+        v = int(nonempty[min(np.searchsorted(nonempty, target), nonempty.size - 1)])  # a row with entries
+        u = int(op.indices[op.indptr[v]])
+        for j in (0, 7, 8, 15, 16, b - 1):
+            for bad in (np.nan, np.inf):
+                xb = x.copy()
+                xb[u, j] = bad
+                for parallel in (False, True):
+                    for stream in (False, True):
+                        assert graph_pe._step_numba(op.indptr, op.indices, op.data, xb, out, parallel=parallel,
+                                                    stream=stream), (v, j, bad, parallel, stream)
+
+
 def test_random_walk_step_repeated_gives_return_probabilities():
     a = _random_graph(np.random.default_rng(10), 25, 0.2)
     op = graph_pe.random_walk_operator(a)
