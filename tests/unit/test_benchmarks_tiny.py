@@ -167,11 +167,16 @@ EXPECTED = {
     'kv_quantize_pack': {
         'companion numba',
         'companion numpy',
+        'hqq Quantizer.quantize',
+        'optimum-quanto quantize_weight',
         'torch eager (user code)',
     },
     'kv_unpack_dequantize': {
         'companion numba',
+        'companion numba (out=)',
         'companion numpy',
+        'hqq Quantizer.dequantize',
+        'optimum-quanto dequantize',
         'torch eager (user code)',
     },
     'topk_inner_product[Q=32]': {

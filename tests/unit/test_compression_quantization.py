@@ -198,3 +198,161 @@ def test_float16_range_overflow_refused():
     with pytest.raises(ValueError, match="scale_dtype='float32'"):
         quantize(x, 4)
     assert np.abs(fake_quantize(x, 4, scale_dtype="float32") - x).max() <= 1e6 / 30 + 1
+
+
+# --------------------------------------------------- numba one-pass tile kernel
+def _same_quantized(got, ref):
+    np.testing.assert_array_equal(got.packed, ref.packed)
+    assert got.scales.dtype == ref.scales.dtype and got.scales.tobytes() == ref.scales.tobytes()  # -0.0 included
+    assert got.zeros.dtype == ref.zeros.dtype and got.zeros.tobytes() == ref.zeros.tobytes()
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 8])
+@pytest.mark.parametrize("shape,axis,group_size", [((1, 3, 96, 128), -2, 32), ((2, 40, 7), 1, 40),
+                                                    ((3, 24, 130), 1, 8), ((2, 64, 5), 1, 16)])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("scale_dtype", ["float16", "float32"])
+def test_tile_kernel_identical_to_reference(bits, shape, axis, group_size, dtype, scale_dtype):
+    """Odd channel counts (vector tails), rows not a multiple of 4, float32 codes (bits <= 4) and float64 codes."""
+    from companion.compression.quantization import _tile_eligible
+
+    if not _tile_eligible(shape, axis % len(shape), group_size, bits):
+        pytest.skip("not a tile-kernel case")
+    rng = np.random.default_rng(bits)
+    x = (rng.standard_normal(shape) * rng.uniform(0.01, 100.0, size=shape[-1:]) + rng.uniform(-50, 50, size=shape[-1:]))
+    x = x.astype(dtype)
+    ref = quantize(x, bits, axis=axis, group_size=group_size, scale_dtype=scale_dtype, backend="numpy")
+    _same_quantized(quantize(x, bits, axis=axis, group_size=group_size, scale_dtype=scale_dtype, backend="numba"), ref)
+    back = dequantize(ref, backend="numpy")
+    np.testing.assert_array_equal(dequantize(ref, backend="numba"), back)
+    out = np.full(x.shape, np.nan, dtype=x.dtype)
+    assert dequantize(ref, backend="numba", out=out) is out
+    np.testing.assert_array_equal(out, back)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+@pytest.mark.parametrize("scale_dtype", ["float16", "float32"])
+def test_tile_kernel_exact_ties_and_flat_groups(bits, scale_dtype):
+    """Quotients exactly on half-integers (the near-tie fallback), constant groups, +-0 and tiny values."""
+    levels = (1 << bits) - 1
+    t = np.arange(64) % 32
+    ties = (t % (2 * levels + 1)) / 2.0  # 0, 0.5, 1, ... steps of exactly 1: quotients on half-integers
+    ties[[0, 31, 32, 63]] = [0.0, levels, 0.0, levels]
+    x = np.stack([ties, ties * 0.25, np.full(64, 0.3), np.full(64, -0.0), np.zeros(64),
+                  np.full(64, -1e-7), np.linspace(-1e-6, 1e-6, 64), np.r_[np.zeros(63), 65504.0]], axis=1)
+    x = np.ascontiguousarray(x, dtype=np.float32)  # (tokens, channels): groups along tokens
+    ref = quantize(x, bits, axis=0, group_size=32, scale_dtype=scale_dtype, backend="numpy")
+    _same_quantized(quantize(x, bits, axis=0, group_size=32, scale_dtype=scale_dtype, backend="numba"), ref)
+    np.testing.assert_array_equal(dequantize(ref, backend="numba"), dequantize(ref, backend="numpy"))
+
+
+def test_tile_kernel_non_contiguous_and_torch_input():
+    x = np.random.default_rng(3).standard_normal((2, 128, 16, 2)).astype(np.float32)[..., 0]  # strided view
+    ref = quantize(np.ascontiguousarray(x), 2, axis=1, group_size=32, backend="numpy")
+    _same_quantized(quantize(x, 2, axis=1, group_size=32, backend="numba"), ref)
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    got = quantize(t, 2, axis=1, group_size=32, backend="numba")
+    _same_quantized(got, ref)
+    assert isinstance(dequantize(got, backend="numba"), torch.Tensor)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", [(0, 0, 0), (0, 37, 5), (1, 63, 15), (1, 62, 3)])
+def test_tile_kernel_refuses_non_finite(bad, where):
+    """The tile kernel checks finiteness during its pass (no separate isfinite pass)."""
+    x = np.random.default_rng(0).standard_normal((2, 64, 16)).astype(np.float32)
+    x[where] = bad
+    with pytest.raises(ValueError, match="finite"):
+        quantize(x, 2, axis=1, group_size=32, backend="numba")
+    with pytest.raises(ValueError, match="finite"):  # an invalid option is still reported after the NaN
+        quantize(x, 2, axis=1, group_size=5, backend="numba")
+
+
+def test_tile_kernel_float16_overflow_refused():
+    x = np.zeros((64, 8), dtype=np.float32)
+    x[40, 3] = -7e4
+    with pytest.raises(ValueError, match="scale_dtype='float32'"):
+        quantize(x, 2, axis=0, group_size=32, backend="numba")
+    q = quantize(x, 2, axis=0, group_size=32, scale_dtype="float32", backend="numba")
+    _same_quantized(q, quantize(x, 2, axis=0, group_size=32, scale_dtype="float32", backend="numpy"))
+
+
+def test_float16_rounding_helpers_match_numpy():
+    """The branch-free float64 -> float16 rounding of the tile kernel, on every float16, midpoints and random values."""
+    import numba
+
+    from companion.compression.quantization import _f16_nearest, _f16_value
+
+    @numba.njit
+    def nearest(v, out_v, out_p):
+        for i in range(v.size):
+            out_v[i], out_p[i] = _f16_nearest(v[i])
+
+    @numba.njit
+    def value(p, out):
+        for i in range(p.size):
+            out[i] = _f16_value(np.int64(p[i]))
+
+    patterns = np.arange(65536, dtype=np.uint16)
+    halves = patterns.view(np.float16)
+    finite = halves[np.isfinite(halves)].astype(np.float64)
+    pos = np.sort(finite[finite > 0])
+    mid = (pos[:-1] + pos[1:]) / 2
+    rng = np.random.default_rng(0)
+    v = np.concatenate([finite, mid, -mid, np.nextafter(mid, 0), np.nextafter(mid, np.inf), [0.0, -0.0, 65519.99, 65520.0,
+                        1e300, -1e300, 2.0**-25, 3 * 2.0**-26], rng.standard_normal(10000) * 10.0 ** rng.uniform(-9, 5, 10000)])
+    got_v, got_p = np.empty_like(v), np.empty(v.size, dtype=np.int64)
+    nearest(v, got_v, got_p)
+    with np.errstate(over="ignore"):
+        want = v.astype(np.float16)
+    np.testing.assert_array_equal(got_p.astype(np.uint16), want.view(np.uint16))
+    np.testing.assert_array_equal(got_v, want.astype(np.float64))
+    back = np.empty(65536)
+    value(patterns, back)
+    keep = np.isfinite(halves) | np.isinf(halves)
+    np.testing.assert_array_equal(back[keep], halves[keep].astype(np.float64))
+
+
+def test_dequantize_out_argument():
+    x = np.random.default_rng(2).standard_normal((4, 64)).astype(np.float32)
+    for axis, group in ((-1, 32), (0, 4)):  # the generic path and the tile path
+        q = quantize(x, 3 if axis == -1 else 2, axis=axis, group_size=group)
+        for name in ("numpy", "numba"):
+            out = np.empty_like(x)
+            assert dequantize(q, backend=name, out=out) is out
+            np.testing.assert_array_equal(out, dequantize(q, backend="numpy"))
+    q16 = quantize(x.astype(np.float16), 2, axis=0, group_size=4)
+    out16 = np.empty(x.shape, dtype=np.float16)
+    np.testing.assert_array_equal(dequantize(q16, backend="numba", out=out16), dequantize(q16, backend="numpy"))
+    with pytest.raises(ValueError, match="out must be a writeable C-contiguous array"):
+        dequantize(q, out=np.empty((4, 64), dtype=np.float64))
+    with pytest.raises(ValueError, match="out must be a writeable C-contiguous array"):
+        dequantize(q, out=np.empty((64, 4), dtype=np.float32).T)
+    with pytest.raises(TypeError, match="out must be a numpy.ndarray"):
+        dequantize(q, out=[0.0])
+    with pytest.raises(TypeError, match="out= is supported"):
+        dequantize(quantize(torch.from_numpy(x), 2, axis=0, group_size=4), out=np.empty_like(x))
+
+
+def test_float32_codes_flag_near_ties_and_bad_scales():
+    """The float32 code path reports near-ties (the kernel then redoes the tile by exact division) and odd scales."""
+    from companion.compression.quantization import _tile_codes_f32
+
+    def run(x, ss, zz):
+        inner = x.shape[2]
+        z32, inv32, dev = (np.empty(inner, dtype=np.float32) for _ in range(3))
+        acc32, acc = np.empty((2, inner), dtype=np.uint32), np.empty((1, inner), dtype=np.uint64)
+        return _tile_codes_f32(x, 0, 0, 32, 2, 3.0, zz, ss, z32, inv32, dev, acc32, acc), acc
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.01, 2.99, size=(1, 32, 8)).astype(np.float32)
+    x[0, :, 1] = np.round(x[0, :, 1]) + 0.25
+    ss, zz = np.ones(8), np.zeros(8)
+    near, acc = run(x, ss, zz)
+    assert near == 0
+    codes = (acc[0][None, :] >> (2 * np.arange(32, dtype=np.uint64))[:, None]) & np.uint64(3)
+    np.testing.assert_array_equal(codes, np.clip(np.rint(x[0].astype(np.float64)), 0, 3))
+    x[0, 7, 3] = 1.5  # an exact half-integer quotient
+    assert run(x, ss, zz)[0] == 1
+    ss[5] = 1e-35  # a float32 reciprocal too large for the error bound
+    assert run(x, ss, zz)[0] == -1
