@@ -140,7 +140,67 @@ def test_an_error_in_a_worker_thread_reaches_the_caller(monkeypatch):
     def boom(*args):
         raise RuntimeError("worker failed")
 
-    monkeypatch.setattr(bs_mod, "_attend_query_block", boom)
+    monkeypatch.setattr(bs_mod, "_attend_query_blocks", boom)
     q = np.ones((1, 16, 4))
     with pytest.raises(RuntimeError, match="worker failed"):
         block_sparse_numba(q, q, q, *block_mask_to_csr(dense_block_mask(4)), 4, True, 1.0, workers=2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("chunk_keys", [16, 64])
+def test_super_blocks_of_query_blocks_match_reference(monkeypatch, dtype, causal, chunk_keys):
+    """Runs of 4 query blocks share their key blocks: 11 blocks leave a tail of 3, chunks cut the prefix."""
+    monkeypatch.setattr(bs_mod, "_SUPER_QUERIES", 16)  # 4 blocks of 4 queries
+    monkeypatch.setattr(bs_mod, "_CHUNK_KEYS", chunk_keys)
+    monkeypatch.setattr(bs_mod, "_SCORE_BUDGET", 1)
+    rng = np.random.default_rng(7 + int(causal))
+    n_blocks, block = 11, 4
+    q, k = rng.standard_normal((2, 3, n_blocks * block, 5)).astype(dtype)
+    v = rng.standard_normal((3, n_blocks * block, 6)).astype(dtype)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    holed = dense_block_mask(n_blocks, causal=causal)
+    holed[6, 2] = False  # block 6 breaks the run 4..7; 8..10 still merge
+    masks = {"dense": dense_block_mask(n_blocks, causal=causal), "holed": holed,
+             "window+global": window_global_block_mask(n_blocks, 2, 1, causal=causal)}
+    for name, mask in masks.items():
+        m = np.tril(mask) if causal else mask
+        row_ptr, cols = block_mask_to_csr(m)
+        for workers in (1, 2):
+            got, visits = block_sparse_numba(q, k, v, row_ptr, cols, block, causal, 0.4, return_visits=True,
+                                             workers=workers)
+            assert got.dtype == dtype
+            expected = _reference(q, k, v, token_mask(m, block, causal=causal), 0.4)
+            np.testing.assert_allclose(got, expected, rtol=0, atol=tol, err_msg=f"{name} {workers}")
+            np.testing.assert_array_equal(visits, np.tile(m.sum(axis=1), (3, 1)), err_msg=name)
+
+
+def test_super_block_runs_are_formed_only_where_key_blocks_agree():
+    def runs(mask, causal):
+        m = np.tril(mask) if causal else mask
+        row_ptr, cols = block_mask_to_csr(m)
+        blocks = [cols[row_ptr[i]:row_ptr[i + 1]] for i in range(len(m))]
+        nnz = np.array([len(c) for c in blocks])
+        return [(i, n) for i, n, _ in bs_mod._super_blocks(blocks, nnz, causal, 4)]
+
+    assert runs(dense_block_mask(11), True) == [(0, 4), (4, 4), (8, 3)]
+    assert runs(dense_block_mask(6, causal=False), False) == [(0, 4), (4, 2)]
+    holed = dense_block_mask(11)
+    holed[6, 2] = False
+    assert runs(holed, True) == [(0, 4), (4, 2), (6, 1), (7, 4)]
+    no_diag = dense_block_mask(4)
+    no_diag[1, 1] = False  # block 1 does not read itself: it starts no run and joins none
+    assert runs(no_diag, True) == [(0, 1), (1, 1), (2, 2)]
+
+
+def test_super_blocks_at_full_size_match_one_block_at_a_time(monkeypatch):
+    """Default sizes (256-query runs, 512-key chunks) against runs of one block, dense causal, 2 heads."""
+    rng = np.random.default_rng(9)
+    q, k, v = rng.standard_normal((3, 2, 1024 + 64, 64)).astype(np.float32)  # 17 blocks: a tail of 1
+    row_ptr, cols = block_mask_to_csr(dense_block_mask(17))
+    got = block_sparse_numba(q, k, v, row_ptr, cols, 64, True, 0.125)
+    monkeypatch.setattr(bs_mod, "_SUPER_QUERIES", 1)
+    one = block_sparse_numba(q, k, v, row_ptr, cols, 64, True, 0.125)
+    np.testing.assert_allclose(got, one, atol=2e-6)
+    expected = _reference(q, k, v, token_mask(dense_block_mask(17), 64), 0.125)
+    np.testing.assert_allclose(got, expected, atol=2e-5)
