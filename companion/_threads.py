@@ -15,6 +15,8 @@ import contextlib
 import threading
 from typing import Any, Callable, Iterable
 
+import numba
+
 _CONTROLLER = None
 
 
@@ -31,6 +33,15 @@ def blas_one_thread():
     if _CONTROLLER is None:
         _CONTROLLER = ThreadpoolController()
     return _CONTROLLER.limit(limits=1, user_api="blas")
+
+
+#: Below this many multiply-adds a call runs on the calling thread (starting threads costs more).
+SMALL_WORK = 1 << 22
+
+
+def default_workers(work: int, small: int = SMALL_WORK) -> int:
+    """``numba.get_num_threads()`` workers for ``work`` multiply-adds of at least ``small``, else 1."""
+    return numba.get_num_threads() if work >= small else 1
 
 
 def run_tasks(tasks: Iterable[Any], work: Callable[[Any, Any], None], make_scratch: Callable[[], Any],

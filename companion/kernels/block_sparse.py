@@ -34,7 +34,7 @@ import numba
 import numpy as np
 
 from .._fastmath import _f32_bits, _f32_from_bits, exp_f64
-from .._threads import run_tasks
+from .._threads import SMALL_WORK, default_workers, run_tasks
 
 __all__ = ["block_mask_to_csr", "block_sparse_numba", "block_sparse_cupy"]
 
@@ -204,7 +204,7 @@ def _finish_rows(acc, pv, l, out):  # pragma: no cover - jitted
                 out[g, r, t] = (acc[g, r, t] + pv[g, r, t]) * inv
 
 
-_SMALL_WORK = 1 << 22  # below this many multiply-adds one thread does everything (no thread start-up)
+_SMALL_WORK = SMALL_WORK  # below this many multiply-adds one thread does everything (no thread start-up)
 _CHUNK_KEYS = 512  # keys per chunk: a chunk's scores, chunk_keys x super_queries, stay in the L2 cache
 _SUPER_QUERIES = 256  # queries of consecutive blocks with the same key blocks done together: wider gemms
 
@@ -402,7 +402,7 @@ def block_sparse_numba(
     tasks = [(runs[t], g0) for t in order for g0 in range(0, rows, group)]
     work = int(nnz.sum()) * rows * bs * bs * (d + dv)  # multiply-adds of the two products
     if workers is None:
-        workers = numba.get_num_threads() if work >= _SMALL_WORK else 1
+        workers = default_workers(work, _SMALL_WORK)
     workers = max(1, min(int(workers), len(tasks)))
     scale = float(scale)
     shape = (group, bs, super_blocks, chunk_blocks, d, dv, dtype)

@@ -39,13 +39,10 @@ QUERY_TILE = 1024
 _TILE_SCORES = 1 << 18
 _MIN_TILE = 64
 #: Below this many multiply-adds a read runs on one thread (no thread start-up).
-_SMALL_WORK = 1 << 22
+_SMALL_WORK = _threads.SMALL_WORK
 
 
 # ----------------------------------------------------------- threading helpers
-blas_one_thread = _threads.blas_one_thread
-
-
 def parallel_tiles(tiles, work, make_scratch, workers: int) -> None:
     """Call ``work(lo, hi, scratch)`` for every ``(lo, hi)`` of ``tiles`` on ``workers`` threads.
 
@@ -59,7 +56,7 @@ def parallel_tiles(tiles, work, make_scratch, workers: int) -> None:
 
 def default_workers(work: int) -> int:
     """``numba.get_num_threads()`` for ``work`` multiply-adds of at least ``_SMALL_WORK``, else 1."""
-    return numba.get_num_threads() if work >= _SMALL_WORK else 1
+    return _threads.default_workers(work, _SMALL_WORK)
 
 
 def fast_exp(x):  # pragma: no cover - typed by the overload below, only called inside njit code
